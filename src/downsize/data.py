@@ -1,7 +1,6 @@
 """Reading user data files (CSV, JSONL, Parquet; optionally gzip-compressed).
 
-Errors name the file, the row (1-based, as a spreadsheet shows it: the header is row 1 of
-a CSV) and the column, and say what was expected. Rows with an empty text are skipped and
+Errors name the file, the line (1-based; the header is line 1 of a CSV) and the column, and say what was expected. Rows with an empty text are skipped and
 reported, never silently dropped.
 """
 
@@ -30,7 +29,8 @@ class TextData:
     ----------
     texts : list of str
     rows : list of int
-        File row of each text (CSV: header is row 1; JSONL: line number; Parquet: 1-based index).
+        Where each text is in the file: the line it starts on (CSV: the header is line 1;
+        JSONL: its line), or its 1-based row index (Parquet).
     labels : list of str or None
         The label column, when one was asked for.
     skipped : list of (row, reason)
@@ -49,10 +49,10 @@ class TextData:
     def skipped_summary(self) -> str:
         if not self.skipped:
             return ""
-        rows = ", ".join(str(r) for r, _ in self.skipped[:10])
+        rows = ", ".join(str(r) for r, _ in self.skipped[:10])  # file lines
         more = f" and {len(self.skipped) - 10} more" if len(self.skipped) > 10 else ""
         reasons = sorted({why for _, why in self.skipped})
-        return f"{self.path}: skipped {len(self.skipped)} row(s) ({'; '.join(reasons)}): rows {rows}{more}"
+        return f"{self.path}: skipped {len(self.skipped)} row(s) ({'; '.join(reasons)}): lines {rows}{more}"
 
 
 def _suffixes(path: Path) -> list[str]:
@@ -101,19 +101,21 @@ def _rows(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[st
         except StopIteration:
             raise DataError(f"{path}: the file is empty; expected a header row") from None
         out: list[tuple[int, dict[str, object]]] = []
+        start = reader.line_num + 1  # a record's first line (quoted fields may span lines)
         try:
             for rec in reader:
                 if not rec or all(not c.strip() for c in rec):
-                    out.append((reader.line_num, {}))
-                    continue
-                if len(rec) != len(header):
+                    out.append((start, {}))
+                elif len(rec) != len(header):
                     raise DataError(
-                        f"{path}: row {reader.line_num}: {len(rec)} fields, but the header has "
+                        f"{path}: line {start}: {len(rec)} fields, but the header has "
                         f"{len(header)} ({', '.join(header)}); check quoting and delimiters"
                     )
-                out.append((reader.line_num, dict(zip(header, rec))))
+                else:
+                    out.append((start, dict(zip(header, rec))))
+                start = reader.line_num + 1
         except csv.Error as exc:
-            raise DataError(f"{path}: row {reader.line_num}: malformed CSV: {exc}") from None
+            raise DataError(f"{path}: line {start}: malformed CSV: {exc}") from None
         return header, out
     if kind in (".jsonl", ".ndjson", ".json"):
         text = _decode(path, _read_bytes(path), encoding)

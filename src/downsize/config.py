@@ -113,6 +113,11 @@ class ServerConfig(_Strict):
     max_batch: int = Field(default=256, ge=1)
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     deadline_s: float = Field(default=10.0, gt=0)
+    log_passthrough_text: bool = Field(
+        default=False,
+        description="Keep the last user message and the answer of pass-through requests in the audit log "
+        "(off: only their hash; pass-through prompts belong to no task with its own log_text).",
+    )
 
 
 class EnergyConfig(_Strict):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,14 @@ from typing import Any
 import numpy as np
 from sqlalchemy import func, select
 
+from .audit import audit_rows as _audit_rows
+from .audit import teacher_only_cost as _teacher_only_cost
 from .calibration import ThresholdCalibrator
 from .cascade import Cascade, Decision
 from .config import Config, TeacherConfig, load_config
 from .data import read_texts, write_rows
 from .errors import NotCalibratedError
-from .store import CalibrationRun, Store, StudentVersion, TeacherCall, text_hash
+from .store import CalibrationRun, Store, StudentVersion, TeacherCall
 from .teacher import AsyncTeacher, Budget, build_messages
 from .training import TrainResult, calibrate_task, load_student_version, train_task
 
@@ -242,39 +243,6 @@ class Project:
                 "spend_usd": self.store.teacher_spend(task=name),
             })
         return out
-
-
-def _teacher_only_cost(tcfg: TeacherConfig, d: Decision, tokens: tuple[float, float]) -> float:
-    """What the teacher would have cost for this request: its recorded tokens, else the task average."""
-    if d.teacher_input_tokens or d.teacher_output_tokens:
-        return tcfg.cost(d.teacher_input_tokens, d.teacher_output_tokens)
-    return tcfg.cost(int(round(tokens[0])), int(round(tokens[1])))
-
-
-def _audit_rows(task: str, texts: Sequence[str], decisions: Sequence[Decision], cas: Cascade,
-                tcfg: TeacherConfig, tokens: tuple[float, float], channel: str, log_text: bool) -> list[dict[str, Any]]:
-    now = _now()
-    return [
-        {
-            "request_id": uuid.uuid4().hex, "ts": now, "channel": channel, "task": task,
-            "model": f"downsize/{task}", "input_hash": text_hash(x), "input_text": x if log_text else None,
-            "answer": d.label, "answered_by": d.answered_by, "reason": d.reason[:255],
-            "confidence": d.confidence, "threshold": cas.threshold, "student_version_id": cas.student_version_id,
-            "student_label": d.student_label, "teacher_label": d.teacher_label,
-            "teacher_input_tokens": d.teacher_input_tokens, "teacher_output_tokens": d.teacher_output_tokens,
-            "teacher_cost_usd": d.teacher_cost_usd, "teacher_only_cost_usd": _teacher_only_cost(tcfg, d, tokens),
-            "latency_ms": d.latency_ms, "student_latency_ms": d.student_latency_ms,
-            "teacher_latency_ms": d.teacher_latency_ms, "student_cpu_ms": d.student_cpu_ms, "client_key_id": None,
-            "status_code": 200,
-        }
-        for x, d in zip(texts, decisions)
-    ]
-
-
-def _now() -> Any:
-    from .store import utcnow
-
-    return utcnow()
 
 
 def _check_gold_labels(labels: list[str], rows: list[int], allowed: list[str], path: str) -> None:

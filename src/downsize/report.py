@@ -364,8 +364,11 @@ def _task_report(store: Store, config: Config, name: str, rows: list[Any], spots
     by = Counter(r.answered_by for r in rows)
     n = len(rows)
     answered = sum(by[k] for k in _ANSWERED)
-    decided = sum(by[k] for k in _CASCADE)
-    escalated = sum(by[k] for k in _ESCALATED)
+    mode = tcfg.mode if tcfg else ("shadow" if by["shadow"] and not by["student"] + by["teacher"] else "cascade")
+    # in shadow mode nothing is decided: a student_fallback there means the teacher failed, not an escalation
+    dec_rows = [] if mode == "shadow" else rows
+    decided = sum(1 for r in dec_rows if r.answered_by in _CASCADE)
+    escalated = sum(1 for r in dec_rows if r.answered_by in _ESCALATED)
 
     req_spent = math.fsum(r.teacher_cost_usd or 0.0 for r in rows)
     spot_spent = math.fsum(sc.teacher_cost_usd or 0.0 for sc in spots)
@@ -378,7 +381,7 @@ def _task_report(store: Store, config: Config, name: str, rows: list[Any], spots
     return {
         "task": name,
         "in_config": tcfg is not None,
-        "mode": tcfg.mode if tcfg else ("shadow" if by["shadow"] and not decided else "cascade"),
+        "mode": mode,
         "labels": list(tcfg.labels) if tcfg else None,
         "alpha": alpha,
         "delta": cal["delta"] if cal else (tcfg.delta if tcfg else None),
@@ -414,17 +417,19 @@ def _task_report(store: Store, config: Config, name: str, rows: list[Any], spots
             str(r.student_version_id) for r in rows if r.student_version_id is not None)),
         "spot_checks": _spot_checks(spots, spot_unit),
         "eval": _eval(store, name),
-        "timeline": _timeline(rows, spots, unit, first, last),
-        "escalation_trend": _trend(rows),
-        "label_escalation": _label_escalation(rows),
+        "timeline": _timeline(rows, spots, unit, first, last, decisions=mode != "shadow"),
+        "escalation_trend": _trend(dec_rows),
+        "label_escalation": _label_escalation(dec_rows),
         "confusion": _confusion(rows, spots, list(tcfg.labels) if tcfg else []),
-        "labelled_examples": _labelled_count(store, name, rows) if (tcfg and tcfg.mode == "shadow") or by["shadow"] else None,
+        "labelled_examples": _labelled_count(store, name, rows) if mode == "shadow" or by["shadow"] else None,
     }
 
 
 def _energy(store: Store, config: Config, name: str, rows: list[Any], n_spots: int) -> dict[str, Any]:
     n = len(rows)
     wh1k = teacher_wh_per_1k_tokens(config, name)
+    tcfg = config.teachers.get(config.tasks[name].teacher) if name in config.tasks else None
+    priced = tcfg is not None and (tcfg.price_per_1m_input > 0 or tcfg.price_per_1m_output > 0)
     mean_tok, tok_src = _mean_tokens(store, name, rows)
     # student side: CPU time wherever the student ran (it did wherever it gave a label)
     ran = [r for r in rows if r.student_label is not None or r.student_cpu_ms is not None]
@@ -434,14 +439,20 @@ def _energy(store: Store, config: Config, name: str, rows: list[Any], n_spots: i
     cpu_total = math.fsum(measured) + missing * mean_cpu
     stud = student_energy(cpu_total, config.energy, n_measured=len(measured),
                           n_imputed=missing if measured else 0)
-    # teacher side, as run: recorded tokens, spot checks at the mean tokens per call
+    # teacher side, as run: recorded tokens, spot checks at the mean tokens per call. With a priced
+    # teacher, an answer with tokens but no cost came from the cache: no teacher compute, no energy.
     rec_tok = sum((r.teacher_input_tokens or 0) + (r.teacher_output_tokens or 0) for r in rows)
+    cached = [r for r in rows if priced and not r.teacher_cost_usd
+              and (r.teacher_input_tokens or 0) + (r.teacher_output_tokens or 0) > 0]
+    cached_tok = sum(r.teacher_input_tokens + r.teacher_output_tokens for r in cached)
     spot_tok = n_spots * mean_tok if (n_spots and mean_tok is not None) else 0.0
-    detail = f"{rec_tok} recorded token(s)"
+    detail = f"{rec_tok - cached_tok} recorded token(s)"
+    if cached:
+        detail += f" ({len(cached)} cached answer(s) not counted: no teacher compute)"
     if n_spots:
         detail += (f" + {n_spots} spot check(s) at {mean_tok:.0f} tokens ({tok_src})" if mean_tok is not None
                    else f"; {n_spots} spot check(s) not counted (no token counts recorded)")
-    teach = teacher_energy(rec_tok + spot_tok, wh1k, detail=detail)
+    teach = teacher_energy(rec_tok - cached_tok + spot_tok, wh1k, detail=detail)
     # teacher-only: every request at its recorded tokens, else the mean
     lacking = sum(1 for r in rows if (r.teacher_input_tokens or 0) + (r.teacher_output_tokens or 0) <= 0)
     only_tok = None if (lacking and mean_tok is None) else rec_tok + lacking * (mean_tok or 0.0)
@@ -452,7 +463,7 @@ def _energy(store: Store, config: Config, name: str, rows: list[Any], n_spots: i
     cascade_wh = (stud.wh or 0.0) + (teach.wh or 0.0)
     return {
         "student": {**stud.as_dict(), "cpu_ms_total": cpu_total},
-        "teacher": {**teach.as_dict(), "tokens": rec_tok + spot_tok},
+        "teacher": {**teach.as_dict(), "tokens": rec_tok - cached_tok + spot_tok, "cached_answers": len(cached)},
         "teacher_only": {**only.as_dict(), "tokens": only_tok},
         "cascade_wh": cascade_wh,
         "teacher_only_wh": only.wh,
@@ -516,7 +527,7 @@ def _spot_checks(spots: list[SpotCheck], unit: str) -> dict[str, Any]:
 
 
 def _timeline(rows: list[Any], spots: list[SpotCheck], unit: str, first: datetime | None,
-              last: datetime | None) -> dict[str, Any]:
+              last: datetime | None, *, decisions: bool = True) -> dict[str, Any]:
     if first is None or last is None or (not rows and not spots):
         return {"bucket": unit, "points": []}
     pts = {b: {"start": b, "requests": 0, "decided": 0, "escalated": 0, "spent_usd": 0.0,
@@ -524,8 +535,8 @@ def _timeline(rows: list[Any], spots: list[SpotCheck], unit: str, first: datetim
     for r in rows:
         p = pts[_floor(r.ts, unit)]
         p["requests"] += 1
-        p["decided"] += r.answered_by in _CASCADE
-        p["escalated"] += r.answered_by in _ESCALATED
+        p["decided"] += decisions and r.answered_by in _CASCADE
+        p["escalated"] += decisions and r.answered_by in _ESCALATED
         p["spent_usd"] += r.teacher_cost_usd or 0.0
         p["teacher_only_usd"] += r.teacher_only_cost_usd or 0.0
     for sc in spots:

@@ -474,6 +474,24 @@ class Store:
             s.execute(RequestLog.__table__.insert(), list(rows))
         return len(rows)
 
+    def add_spot_checks(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert spot-check rows (dicts of :class:`SpotCheck` columns) in one transaction."""
+        if not rows:
+            return 0
+        with self.session() as s:
+            s.execute(SpotCheck.__table__.insert(), list(rows))
+        return len(rows)
+
+    def ping(self) -> None:
+        """Raise :class:`StoreError` unless the database answers a trivial query."""
+        from sqlalchemy import text
+
+        try:
+            with self.session() as s:
+                s.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the store at {self.url} does not answer: {exc}") from exc
+
 
 def dumps(obj: Any) -> str:
     """Canonical JSON (sorted keys, no spaces): the basis of content hashes."""

@@ -1,0 +1,386 @@
+"""The replay teacher: an OpenAI-compatible server that answers with recorded labels.
+
+It plays the large model from a labelled file (``text,label``), so the whole pipeline can
+run offline and quality figures mean "agreement with the teacher". It speaks the prompt
+protocol of :mod:`downsize.teacher`: the text is the content of a user message (the first
+user message that is a known text wins, so a repair retry is answered too).
+
+Knobs for realism: ``latency_ms`` per answer, ``error_rate`` (seeded HTTP 500s) and
+``noise`` (a seeded, per-text-deterministic share of wrong labels). ``GET /stats`` counts
+the chat requests answered, by status; a request whose client went away while it was
+being answered is counted as ``abandoned`` instead (it was never delivered, so never paid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from .data import read_texts
+
+__all__ = ["create_replay_app", "ReplayServer", "ReplayProcess", "serve_replay", "load_records"]
+
+_JSON = "application/json"
+
+
+def _err(status: int, message: str, type_: str, code: str | None = None, param: str | None = None) -> Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return Response(json.dumps(body), status_code=status, media_type=_JSON)
+
+
+def _text_of(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return None
+
+
+def _tokens(chars: int) -> int:
+    return max(1, math.ceil(chars / 4))
+
+
+def create_replay_app(
+    records: Mapping[str, str],
+    *,
+    latency_ms: float = 0.0,
+    error_rate: float = 0.0,
+    noise: float = 0.0,
+    seed: int = 0,
+    labels: Sequence[str] | None = None,
+) -> FastAPI:
+    """A FastAPI app serving ``records`` (text → label) over ``POST /v1/chat/completions``.
+
+    Parameters
+    ----------
+    records : mapping of str to str
+        The recorded answers.
+    latency_ms : float
+        Sleep before each answer.
+    error_rate : float
+        Share of requests answered with HTTP 500 (drawn from ``random.Random(seed)``).
+    noise : float
+        Share of texts that get a wrong label (another label of the set), chosen by a
+        hash of ``seed`` and the text, so a text is always answered the same way.
+    seed : int
+    labels : sequence of str, optional
+        The label set for noise; defaults to the labels in ``records``.
+
+    Returns
+    -------
+    FastAPI
+        ``app.state.stats`` is ``{"requests": n, "by_status": {"200": n, ...},
+        "abandoned": n, "in_flight": n}``, also served at ``GET /stats``.
+    """
+    for name, value in (("error_rate", error_rate), ("noise", noise)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {value}")
+    if latency_ms < 0:
+        raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+    records = dict(records)
+    label_set = sorted(set(labels) if labels is not None else set(records.values()))
+    rng = random.Random(seed)
+    ids = itertools.count(1)
+    stats: dict[str, Any] = {"requests": 0, "by_status": {}, "abandoned": 0, "in_flight": 0}
+
+    def answer_for(text: str) -> str:
+        label = records[text]
+        if noise > 0 and len(label_set) > 1:
+            digest = hashlib.sha256(f"{seed}\x00{text}".encode()).digest()
+            if int.from_bytes(digest[:8], "big") / 2**64 < noise:
+                others = [x for x in label_set if x != label]
+                label = others[int.from_bytes(digest[8:16], "big") % len(others)]
+        return label
+
+    app = FastAPI(title="downsize replay teacher", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.stats = stats
+    app.state.records = records
+
+    def count(status: int) -> None:
+        stats["requests"] += 1
+        key = str(status)
+        stats["by_status"][key] = stats["by_status"].get(key, 0) + 1
+
+    async def handle(request: Request) -> Response:
+        try:
+            payload = json.loads(await request.body())
+        except ValueError:
+            return _err(400, "replay: the request body is not valid JSON", "invalid_request_error")
+        messages = payload.get("messages") if isinstance(payload, dict) else None
+        if not isinstance(messages, list) or not messages:
+            return _err(400, "replay: 'messages' must be a non-empty list", "invalid_request_error", param="messages")
+        if latency_ms > 0:
+            await asyncio.sleep(latency_ms / 1000.0)
+        if error_rate > 0 and rng.random() < error_rate:
+            return _err(500, "replay: injected server error (--error-rate)", "server_error")
+        text = None
+        chars = 0
+        for m in messages:
+            if not isinstance(m, dict):
+                continue
+            content = _text_of(m.get("content"))
+            chars += len(content or "")
+            if text is None and m.get("role") == "user" and content in records:
+                text = content
+        if text is None:
+            return _err(
+                404,
+                f"replay: no user message's content is in the replay file ({len(records)} recorded texts)",
+                "not_found",
+                code="text_not_found",
+                param="messages",
+            )
+        label = answer_for(text)
+        fmt = payload.get("response_format")
+        structured = isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
+        content = json.dumps({"label": label}) if structured else label
+        prompt_tokens, completion_tokens = _tokens(chars), _tokens(len(content))
+        body = {
+            "id": f"chatcmpl-replay-{next(ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(payload.get("model") or "replay"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return Response(json.dumps(body), media_type=_JSON)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        stats["in_flight"] += 1
+        try:
+            resp = await handle(request)
+        finally:
+            stats["in_flight"] -= 1
+        if latency_ms > 0 and await request.is_disconnected():
+            stats["abandoned"] += 1  # the client went away: never delivered, never paid
+        else:
+            count(resp.status_code)
+        return resp
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": "replay", "object": "model", "owned_by": "downsize"}]}
+
+    @app.get("/stats")
+    async def get_stats() -> dict[str, Any]:
+        return {**stats, "by_status": dict(stats["by_status"])}
+
+    return app
+
+
+def load_records(
+    path: str | os.PathLike[str], *, text_col: str = "text", label_col: str = "label"
+) -> dict[str, str]:
+    """``text → label`` from a labelled data file (the first row of a repeated text wins)."""
+    data = read_texts(path, text_col, label_col=label_col)
+    records: dict[str, str] = {}
+    for text, label in zip(data.texts, data.labels or []):
+        records.setdefault(text, label)
+    return records
+
+
+def _uvicorn_config(app: FastAPI, host: str, port: int, log_level: str) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, lifespan="off",
+        timeout_keep_alive=30,
+    )
+
+
+class _ServerThread:
+    """Any ASGI app served by uvicorn on 127.0.0.1 in a daemon thread of this process."""
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> Any:
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        self._server = uvicorn.Server(_uvicorn_config(self.app, self.host, self.port, "warning"))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name=f"server-{self.port}", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the server did not start on {self.host}:{self.port} within {timeout}s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ReplayServer(_ServerThread):
+    """The replay teacher on 127.0.0.1 (a free port unless one is given), in a background thread.
+
+    Examples
+    --------
+    >>> with ReplayServer({"hello": "greeting", "bye": "farewell"}) as srv:  # doctest: +SKIP
+    ...     srv.base_url  # 'http://127.0.0.1:PORT/v1'
+    """
+
+    def __init__(self, records: Mapping[str, str], *, port: int = 0, host: str = "127.0.0.1", **opts: Any) -> None:
+        super().__init__(create_replay_app(records, **opts), host=host, port=port)
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike[str], *, text_col: str = "text", label_col: str = "label", **opts: Any
+    ) -> ReplayServer:
+        """A replay server answering with the ``label_col`` of each ``text_col`` in a data file."""
+        return cls(load_records(path, text_col=text_col, label_col=label_col), **opts)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        s = self.app.state.stats
+        return {**s, "by_status": dict(s["by_status"])}
+
+
+def serve_replay(
+    path: str | os.PathLike[str],
+    *,
+    text_col: str = "text",
+    label_col: str = "label",
+    host: str = "127.0.0.1",
+    port: int = 8009,
+    log_level: str = "info",
+    **opts: Any,
+) -> None:
+    """Serve the replay teacher from a labelled file until interrupted (``downsize teacher replay``)."""
+    import uvicorn
+
+    app = create_replay_app(load_records(path, text_col=text_col, label_col=label_col), **opts)
+    uvicorn.Server(_uvicorn_config(app, host, port, log_level)).run()
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ReplayProcess:
+    """The replay teacher in a child process (benchmarks, kill-and-resume tests).
+
+    Same surface as :class:`ReplayServer`: ``base_url`` and ``stats`` (read over HTTP).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        text_col: str = "text",
+        label_col: str = "label",
+        port: int | None = None,
+        **opts: Any,
+    ) -> None:
+        self.path = Path(path)
+        self.host = "127.0.0.1"
+        self.port = port
+        self._kwargs = {"text_col": text_col, "label_col": label_col, **opts}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        import httpx
+
+        return httpx.get(f"http://{self.host}:{self.port}/stats", timeout=10, trust_env=False).json()
+
+    def start(self, timeout: float = 30.0) -> ReplayProcess:
+        import httpx
+
+        self.port = self.port or _free_port(self.host)
+        args = json.dumps(
+            {"path": str(self.path), "host": self.host, "port": self.port, "log_level": "warning", **self._kwargs}
+        )
+        code = "import json, sys; from downsize.replay import serve_replay; a = json.loads(sys.argv[1]); serve_replay(a.pop('path'), **a)"
+        self.proc = subprocess.Popen([sys.executable, "-c", code, args])
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the replay teacher exited with code {self.proc.returncode}")
+            try:
+                httpx.get(f"http://{self.host}:{self.port}/v1/models", timeout=1, trust_env=False)
+                return self
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the replay teacher did not start on port {self.port} within {timeout}s") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> ReplayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

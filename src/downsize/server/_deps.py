@@ -1,0 +1,68 @@
+"""Dependencies of the routes, as ``Annotated`` aliases: the gateway, and the authenticated,
+rate-limited client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ._errors import ApiError
+from ._gateway import Gateway
+from ._limits import retry_after_header
+
+__all__ = ["GatewayDep", "ClientDep", "Client", "get_gateway", "authenticate"]
+
+
+def get_gateway(request: Request) -> Gateway:
+    gw = getattr(request.app.state, "gateway", None)
+    if gw is None:  # only if the lifespan did not run
+        raise ApiError(503, "the gateway is not started", code="not_ready")
+    return gw  # type: ignore[no-any-return]
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is calling: the API key's id (None without auth) and the rate-limit bucket."""
+
+    key_id: str | None
+    bucket: str
+
+
+async def authenticate(request: Request, gw: GatewayDep) -> Client:
+    """``Authorization: Bearer <key>`` (unless auth is off), then the per-key token bucket.
+
+    Raises
+    ------
+    ApiError
+        401 without a valid, unrevoked key; 429 with ``Retry-After`` over the rate limit.
+    """
+    if gw.auth:
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise ApiError(401, "no API key: send 'Authorization: Bearer <key>' (create one with "
+                           "`downsize keys create NAME`)", code="invalid_api_key")
+        gw.refresh_keys_soon()
+        key_id = gw.keyring.lookup(secret)
+        if key_id is None and await gw.reload_keys_on_miss():
+            key_id = gw.keyring.lookup(secret)
+        if key_id is None:
+            raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
+        client = Client(key_id, key_id)
+    else:
+        client = Client(None, request.client.host if request.client else "anonymous")
+    wait = gw.limiter.take(client.bucket)
+    if wait:
+        raise ApiError(429, f"rate limit of {gw.limiter.per_minute} requests per minute exceeded for "
+                       f"{client.key_id or 'this client'}; retry in {wait:.1f}s", code="rate_limit_exceeded",
+                       headers={"Retry-After": retry_after_header(wait)})
+    return client
+
+
+ClientDep = Annotated[Client, Depends(authenticate)]

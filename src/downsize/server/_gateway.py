@@ -1,0 +1,564 @@
+"""The gateway's state, built in the app's lifespan and closed at its end.
+
+* :class:`TaskRuntime` answers one task: its student (micro-batched), λ, and mode —
+  ``cascade`` (student if confident, else teacher, else ``student_fallback``) or ``shadow``
+  (the teacher answers and its label is recorded for training; the student's would-be
+  answer is logged beside it).
+* :class:`GuardedTeacher` puts a teacher behind the per-request deadline and a circuit
+  breaker, so that a slow or dead teacher costs at most the deadline, and after a few
+  failures nothing, before the student's answer is returned.
+* :class:`Gateway` holds the runtimes, the teachers, the audit writer, the metrics, the
+  API keys, the rate limiter and the health probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import httpx
+
+from ..audit import AuditWriter, audit_rows, request_row
+from ..cascade import Cascade, Decision
+from ..config import Config, TaskConfig, TeacherConfig
+from ..errors import (
+    NotCalibratedError,
+    StudentError,
+    TeacherError,
+    TeacherResponseError,
+    TeacherStatusError,
+    TeacherTimeout,
+)
+from ..keys import KeyRing
+from ..store import Store, utcnow
+from ..teacher import AsyncTeacher, ChatResult, TeacherAnswer
+from ._limits import CircuitBreaker, RateLimiter
+from ._metrics import Metrics
+
+__all__ = ["Gateway", "TaskRuntime", "GuardedTeacher", "TeacherUnavailable", "DEADLINE"]
+
+log = logging.getLogger("downsize.server")
+T = TypeVar("T")
+
+#: Event-loop time by which the current request must be answered (None: no deadline).
+DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("downsize_deadline", default=None)
+
+
+class TeacherUnavailable(TeacherError):
+    """The teacher's circuit breaker is open: it failed repeatedly just now, so it is not asked."""
+
+
+# ---------------------------------------------------------------------------------
+# the teacher behind a deadline and a breaker
+# ---------------------------------------------------------------------------------
+class GuardedTeacher:
+    """An :class:`~downsize.teacher.AsyncTeacher` that honours :data:`DEADLINE` and a breaker.
+
+    Timeouts (the deadline's or the client's), unreachable servers, 429 and 5xx count as
+    failures; any other answer (even a 4xx or an unusable label) shows the teacher is up.
+    """
+
+    def __init__(self, name: str, cfg: TeacherConfig, teacher: AsyncTeacher, breaker: CircuitBreaker) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.teacher = teacher
+        self.breaker = breaker
+
+    @property
+    def model(self) -> str:
+        return self.teacher.model
+
+    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        if not self.breaker.allow():
+            raise TeacherUnavailable(
+                f"the teacher {self.name!r} failed {self.breaker.failures} times in a row; "
+                f"not asked again for {self.breaker.retry_in():.1f}s"
+            )
+        deadline = DEADLINE.get()
+        try:
+            if deadline is None:
+                result = await call()
+            else:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(remaining):
+                    result = await call()
+        except TimeoutError:
+            self.breaker.failure()
+            raise TeacherTimeout(f"no answer from the teacher {self.name!r} within the request deadline") from None
+        except TeacherStatusError as exc:
+            (self.breaker.failure if exc.status == 429 or exc.status >= 500 else self.breaker.success)()
+            raise
+        except TeacherResponseError:
+            self.breaker.success()
+            raise
+        except TeacherError:
+            self.breaker.failure()
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.success()
+        return result
+
+    async def classify(self, text: str, *, task_name: str, task: TaskConfig, budget: Any = None) -> TeacherAnswer:
+        return await self._guard(lambda: self.teacher.classify(text, task_name=task_name, task=task, budget=budget))
+
+    async def chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> ChatResult:
+        return await self._guard(lambda: self.teacher.chat(messages, **kwargs))
+
+
+# ---------------------------------------------------------------------------------
+# micro-batching the student
+# ---------------------------------------------------------------------------------
+Score = tuple[str, float, float, float]  # label, confidence, batch wall ms, this row's share of CPU ms
+
+
+class _Batcher:
+    """Scores concurrent requests in one ``predict_proba`` call.
+
+    Requests that arrive in the same event-loop turn (or, with ``offload``, while the
+    previous batch runs in the student's thread) share a batch: no waiting is added.
+    """
+
+    def __init__(self, cascade: Cascade, *, max_batch: int = 128, offload: bool = False) -> None:
+        self.cascade = cascade
+        self.max_batch = max_batch
+        self._pending: list[tuple[str, asyncio.Future[Score]]] = []
+        self._busy = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="downsize-student") if offload else None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def score(self, text: str) -> asyncio.Future[Score]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Score] = loop.create_future()
+        self._pending.append((text, fut))
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._next)
+        return fut
+
+    def _take(self) -> list[tuple[str, asyncio.Future[Score]]]:
+        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        return [(t, f) for t, f in batch if not f.done()]
+
+    def _next(self) -> None:
+        batch = self._take()
+        if not batch:
+            self._busy = bool(self._pending)
+            if self._busy:
+                asyncio.get_running_loop().call_soon(self._next)
+            return
+        texts = [t for t, _ in batch]
+        if self._executor is None:
+            self._deliver(batch, self._compute(texts))
+            self._after()
+        else:
+            loop = asyncio.get_running_loop()
+            job = loop.run_in_executor(self._executor, self._compute, texts)
+            job.add_done_callback(lambda j: (self._deliver(batch, j.result()), self._after()))
+
+    def _after(self) -> None:
+        if self._pending:
+            asyncio.get_running_loop().call_soon(self._next)
+        else:
+            self._busy = False
+
+    def _compute(self, texts: list[str]) -> list[Score | BaseException]:
+        try:
+            labels, conf, ms, cpu = self.cascade.student_scores(texts)
+            share = cpu / len(texts)
+            return [(labels[i], float(conf[i]), ms, share) for i in range(len(texts))]
+        except Exception:
+            if len(texts) == 1:
+                raise
+        out: list[Score | BaseException] = []  # one bad text must not fail the others
+        for t in texts:
+            try:
+                out.extend(self._compute([t]))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    @staticmethod
+    def _deliver(batch: list[tuple[str, asyncio.Future[Score]]], results: list[Score | BaseException]) -> None:
+        for (_, fut), res in zip(batch, results):
+            if fut.done():
+                continue
+            if isinstance(res, BaseException):
+                fut.set_exception(res)
+            else:
+                fut.set_result(res)
+
+
+# ---------------------------------------------------------------------------------
+# one task
+# ---------------------------------------------------------------------------------
+class TaskRuntime:
+    """One task as the gateway serves it (see the module docstring)."""
+
+    def __init__(self, name: str, cfg: TaskConfig, tcfg: TeacherConfig, teacher: GuardedTeacher, *,
+                 cascade: Cascade | None, calibrated: bool, mode_reason: str, tokens: tuple[float, float],
+                 writer: AuditWriter, student_kind: str | None = None, load_error: str | None = None) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.tcfg = tcfg
+        self.teacher = teacher
+        self.cascade = cascade
+        self.calibrated = calibrated
+        self.mode = "cascade" if calibrated and cfg.mode == "cascade" else "shadow"
+        self.mode_reason = mode_reason
+        self.tokens = tokens
+        self.writer = writer
+        self.student_kind = student_kind
+        self.load_error = load_error
+        self.batcher = _Batcher(cascade, offload=student_kind not in (None, "tfidf")) if cascade else None
+
+    @property
+    def threshold(self) -> float | None:
+        return self.cascade.threshold if self.cascade is not None else None
+
+    @property
+    def student_version_id(self) -> int | None:
+        return self.cascade.student_version_id if self.cascade is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        return {"mode": self.mode, "reason": self.mode_reason, "student_version_id": self.student_version_id,
+                "student_kind": self.student_kind, "threshold": self.threshold, "calibrated": self.calibrated,
+                "teacher": self.teacher.name, "load_error": self.load_error}
+
+    async def answer(self, text: str) -> Decision:
+        """The decision for one text (``latency_ms`` is this runtime's time; the route adds its own).
+
+        Raises
+        ------
+        TeacherError
+            Only in shadow mode without a student, when the teacher fails.
+        """
+        t0 = time.perf_counter()
+        if self.mode == "cascade":
+            assert self.cascade is not None and self.batcher is not None
+            lab, conf, ms, cpu = await self.batcher.score(text)
+            if self.cascade.answers_locally(conf):
+                return Decision(lab, conf, "student", f"confidence {conf:.3f} >= threshold {self.threshold:.3f}",
+                                (time.perf_counter() - t0) * 1000, lab, ms, student_cpu_ms=cpu)
+            d = (await self.cascade.apredict([text]))[0]
+            d.latency_ms = (time.perf_counter() - t0) * 1000
+            d.student_latency_ms = ms
+            d.student_cpu_ms = cpu + (d.student_cpu_ms or 0.0)
+            return d
+        return await self._shadow(text, t0)
+
+    async def _shadow(self, text: str, t0: float) -> Decision:
+        lab: str | None = None
+        conf: float | None = None
+        ms: float | None = None
+        cpu: float | None = None
+        if self.batcher is not None:
+            lab, conf, ms, cpu = await self.batcher.score(text)
+        try:
+            ans = await self.teacher.classify(text, task_name=self.name, task=self.cfg)
+            if ans.label is None:
+                raise TeacherResponseError(f"the teacher's answer is not one of the labels: {ans.error}", ans.raw)
+        except TeacherError as exc:
+            if lab is None:
+                raise
+            return Decision(lab, conf, "student_fallback",  # type: ignore[arg-type]
+                            f"shadow mode ({self.mode_reason}); teacher failed: {type(exc).__name__}",
+                            (time.perf_counter() - t0) * 1000, lab, ms, teacher_error=str(exc)[:300],  # type: ignore[arg-type]
+                            student_cpu_ms=cpu)
+        self.writer.submit_label(self.name, text, ans.label, ans.call_id)
+        return Decision(ans.label, conf, "shadow", f"shadow mode: {self.mode_reason}",  # type: ignore[arg-type]
+                        (time.perf_counter() - t0) * 1000, lab, ms, teacher_label=ans.label,  # type: ignore[arg-type]
+                        teacher_latency_ms=ans.latency_ms, teacher_cost_usd=ans.cost_usd,
+                        teacher_input_tokens=ans.input_tokens, teacher_output_tokens=ans.output_tokens,
+                        teacher_cached=ans.cached, student_cpu_ms=cpu)
+
+
+# ---------------------------------------------------------------------------------
+# the whole gateway
+# ---------------------------------------------------------------------------------
+class Gateway:
+    """Everything one app needs at request time. Build with :meth:`open`, end with :meth:`aclose`."""
+
+    health_ttl_s = 5.0
+    probe_timeout_s = 2.0
+    spot_check_limit = 64
+
+    def __init__(self, config: Config, store: Store, *, owns_store: bool, auth: bool, writer: AuditWriter,
+                 metrics: Metrics, keyring: KeyRing, limiter: RateLimiter, teachers: dict[str, GuardedTeacher],
+                 tasks: dict[str, TaskRuntime], secrets: list[str]) -> None:
+        self.config = config
+        self.store = store
+        self.owns_store = owns_store
+        self.auth = auth
+        self.writer = writer
+        self.metrics = metrics
+        self.keyring = keyring
+        self.limiter = limiter
+        self.teachers = teachers
+        self.tasks = tasks
+        self.default_teacher = teachers.get(config.server.default_teacher)
+        self._secrets = [s for s in secrets if s and len(s) >= 4]
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._key_reload: asyncio.Task[bool] | None = None
+        self._rng = random.Random()
+        self._health: dict[str, dict[str, Any]] = {}
+        self._probe_locks: dict[str, asyncio.Lock] = {}
+        self._probe_client = httpx.AsyncClient(timeout=self.probe_timeout_s, trust_env=False)
+        self.started = time.time()
+
+    # -- lifecycle --------------------------------------------------------------------
+    @classmethod
+    async def open(cls, config: Config, *, store: Store | None = None, auth: bool = True,
+                   rate_limit_per_minute: int | None = None) -> Gateway:
+        """Open the store (unless given), the teachers, the audit writer; load each task's student."""
+        from ..project import Project
+        from ..training import load_student_version
+
+        owns = store is None
+        store = store if store is not None else Store(config.store_url())
+        writer = AuditWriter(store).start()
+        metrics = Metrics()
+        metrics.audit_stats = lambda: (dict(writer.stats), writer.pending)
+        names = {t.teacher for t in config.tasks.values()}
+        if config.server.default_teacher in config.teachers:
+            names.add(config.server.default_teacher)
+        teachers = {
+            n: GuardedTeacher(n, config.teachers[n], AsyncTeacher.from_config(config.teachers[n], store=store),
+                              CircuitBreaker())
+            for n in sorted(names)
+        }
+        project = Project(config, store)
+        tasks: dict[str, TaskRuntime] = {}
+        for name, task in config.tasks.items():
+            teacher = teachers[task.teacher]
+            cascade: Cascade | None = None
+            calibrated = False
+            kind: str | None = None
+            load_error: str | None = None
+            reason = "mode: shadow in the config"
+            try:
+                cascade = project.cascade(name, teacher=teacher)
+                calibrated = True
+                sv = store.student(cascade.student_version_id) if cascade.student_version_id else None
+                kind = sv.kind if sv is not None else None
+            except NotCalibratedError as exc:
+                reason = f"no calibrated student ({exc})"
+                sv = store.latest_student(name)
+                if sv is not None:
+                    try:
+                        cascade = Cascade(load_student_version(sv), threshold=None, teacher=teacher, task_name=name,
+                                          task=task, student_version_id=sv.id)
+                        kind = sv.kind
+                    except StudentError as err:
+                        load_error = str(err)
+            except StudentError as exc:  # e.g. a corrupt artefact: keep serving, through the teacher
+                load_error = str(exc)
+                reason = f"the student could not be loaded ({exc})"
+            if load_error:
+                log.error("task %s: %s; serving it in shadow mode (teacher only)", name, load_error)
+            if task.mode == "shadow":
+                reason = "mode: shadow in the config"
+            tasks[name] = TaskRuntime(name, task, config.teachers[task.teacher], teacher, cascade=cascade,
+                                      calibrated=calibrated, mode_reason=reason,
+                                      tokens=project.teacher_token_estimate(name), writer=writer,
+                                      student_kind=kind, load_error=load_error)
+            log.info("task %s: %s mode (%s)", name, tasks[name].mode, reason)
+        keyring = KeyRing(store)
+        if auth:
+            await asyncio.to_thread(keyring.reload)
+            if not len(keyring):
+                log.warning("no API keys yet: every request will be refused with 401; "
+                            "create one with `downsize keys create NAME`")
+        limiter = RateLimiter(rate_limit_per_minute or config.server.rate_limit_per_minute)
+        secrets = [k for k in (t.api_key() for t in config.teachers.values()) if k]
+        return cls(config, store, owns_store=owns, auth=auth, writer=writer, metrics=metrics, keyring=keyring,
+                   limiter=limiter, teachers=teachers, tasks=tasks, secrets=secrets)
+
+    async def aclose(self, *, grace_s: float = 5.0) -> None:
+        """Let background spot checks finish (up to ``grace_s``), close the teachers, flush the log."""
+        if self._key_reload is not None:
+            await asyncio.gather(self._key_reload, return_exceptions=True)
+        if self._bg:
+            _, pending = await asyncio.wait(list(self._bg), timeout=grace_s)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        for rt in self.tasks.values():
+            if rt.batcher is not None:
+                rt.batcher.close()
+        for t in self.teachers.values():
+            await t.teacher.aclose()
+        await self._probe_client.aclose()
+        await asyncio.to_thread(self.writer.close)
+        if self.owns_store:
+            self.store.close()
+
+    # -- helpers for the routes -----------------------------------------------------------
+    def redact(self, text: str) -> str:
+        """``text`` with every teacher API key replaced by ``***``."""
+        for s in self._secrets:
+            if s in text:
+                text = text.replace(s, "***")
+        return text
+
+    def refresh_keys_soon(self) -> None:
+        """Reload the API keys in the background when the ring is older than its refresh time."""
+        if self.keyring.stale() and (self._key_reload is None or self._key_reload.done()):
+            self._key_reload = asyncio.create_task(self._reload_keys())
+
+    async def reload_keys_on_miss(self) -> bool:
+        """Reload at once for an unknown key (at most once a second); True if reloaded."""
+        return self.keyring.may_reload_on_miss() and await self._reload_keys()
+
+    async def _reload_keys(self) -> bool:
+        try:
+            await asyncio.to_thread(self.keyring.reload)
+            return True
+        except Exception as exc:  # keep the keys we have
+            log.error("could not reload API keys: %s", self.redact(str(exc)))
+            return False
+
+    def record(self, rt: TaskRuntime, text: str, d: Decision, *, request_id: str, key_id: str | None,
+               latency_ms: float, status: int = 200) -> None:
+        """Audit row + metrics for one answered task request."""
+        d.latency_ms = latency_ms
+        row = audit_rows(rt.name, [text], [d], rt.cascade, rt.tcfg, rt.tokens, "gateway", rt.cfg.log_text,
+                         request_ids=[request_id], client_key_id=key_id, status_code=status)[0]
+        if self._secrets:
+            row["reason"] = self.redact(row["reason"])
+        self.writer.submit(row)
+        purpose = "shadow" if d.answered_by == "shadow" else "answer"
+        self.metrics.observe(rt.name, d.answered_by, latency_ms / 1000, cost=d.teacher_cost_usd,
+                             teacher_only=row["teacher_only_cost_usd"], purpose=purpose,
+                             student_s=None if d.student_latency_ms is None else d.student_latency_ms / 1000,
+                             teacher_s=None if d.teacher_latency_ms is None else d.teacher_latency_ms / 1000)
+
+    def record_error(self, *, task: str | None, model: str, input_hash: str, text: str | None, status: int,
+                     message: str, request_id: str, key_id: str | None, latency_ms: float) -> None:
+        """Audit row + metrics for a request that reached a task (or pass-through) and failed."""
+        rt = self.tasks.get(task) if task else None
+        log_text = rt.cfg.log_text if rt is not None else self.config.server.log_passthrough_text
+        self.writer.submit(request_row(
+            request_id=request_id, task=task, model=model[:255], input_hash=input_hash,
+            input_text=text if (log_text and text is not None) else None, answered_by="error",
+            reason=self.redact(message), latency_ms=latency_ms, client_key_id=key_id, status_code=status,
+            threshold=rt.threshold if rt else None, student_version_id=rt.student_version_id if rt else None,
+        ))
+        self.metrics.error(task, status)
+
+    def maybe_spot_check(self, rt: TaskRuntime, text: str, d: Decision, request_id: str) -> None:
+        """With probability ``spot_check_rate``, re-ask the teacher in the background."""
+        rate = rt.cfg.spot_check_rate
+        if rate <= 0 or self._rng.random() >= rate:
+            return
+        if len(self._bg) >= self.spot_check_limit:
+            self.metrics.spot_checks.labels(rt.name, "skipped").inc()
+            return
+        task = asyncio.create_task(self._spot_check(rt, text, d, request_id))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _spot_check(self, rt: TaskRuntime, text: str, d: Decision, request_id: str) -> None:
+        DEADLINE.set(asyncio.get_running_loop().time() + max(30.0, self.config.server.deadline_s))
+        teacher_label: str | None = None
+        cost = 0.0
+        try:
+            ans = await rt.teacher.classify(text, task_name=rt.name, task=rt.cfg)
+            teacher_label, cost = ans.label, ans.cost_usd
+        except TeacherError as exc:
+            log.info("spot check of %s for task %s: teacher failed: %s", request_id, rt.name, self.redact(str(exc)))
+        except Exception as exc:  # a spot check must never take anything down
+            log.error("spot check of %s for task %s failed: %s", request_id, rt.name, self.redact(repr(exc)))
+        agree = None if teacher_label is None else teacher_label == d.label
+        self.writer.submit_spot_check({
+            "request_id": request_id, "task": rt.name, "ts": utcnow(), "student_version_id": rt.student_version_id,
+            "student_label": d.label, "teacher_label": teacher_label, "agree": agree, "teacher_cost_usd": cost,
+        })
+        result = "teacher_failed" if agree is None else ("agree" if agree else "disagree")
+        self.metrics.spot_checks.labels(rt.name, result).inc()
+        if cost:
+            self.metrics.teacher_cost.labels(rt.name, "spot_check").inc(cost)
+
+    # -- health ---------------------------------------------------------------------------
+    async def probe_teacher(self, name: str) -> dict[str, Any]:
+        """``GET {base_url}/models`` with a short timeout, cached for ``health_ttl_s``."""
+        cached = self._health.get(name)
+        now = time.monotonic()
+        if cached is not None and now - cached["_at"] < self.health_ttl_s:
+            return cached
+        lock = self._probe_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            cached = self._health.get(name)
+            if cached is not None and time.monotonic() - cached["_at"] < self.health_ttl_s:
+                return cached
+            g = self.teachers[name]
+            key = g.cfg.api_key()
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            t0 = time.perf_counter()
+            res: dict[str, Any] = {"ok": False, "latency_ms": None, "error": None, "models": []}
+            try:
+                r = await self._probe_client.get(f"{g.cfg.base_url}/models", headers=headers)
+                res["latency_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+                if r.status_code < 400 or r.status_code in (404, 405):  # up (some servers have no /models)
+                    res["ok"] = True
+                    try:
+                        data = r.json().get("data", [])
+                        res["models"] = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+                    except Exception:
+                        pass
+                else:
+                    res["error"] = f"GET /models answered HTTP {r.status_code}"
+            except httpx.HTTPError as exc:
+                res["error"] = self.redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            res["circuit"] = g.breaker.state
+            res["_at"] = time.monotonic()
+            self._health[name] = res
+            self.metrics.teacher_up.labels(name).set(1.0 if res["ok"] else 0.0)
+            return res
+
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        """(status code, body) of ``GET /healthz``: 503 only if the store is unreachable."""
+        store_ok, store_err = True, None
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.store.ping), self.probe_timeout_s)
+        except Exception as exc:
+            store_ok, store_err = False, self.redact(f"{type(exc).__name__}: {exc}")
+        probes = await asyncio.gather(*(self.probe_teacher(n) for n in self.teachers))
+        teachers = {n: {k: v for k, v in p.items() if not k.startswith("_") and k != "models"}
+                    for n, p in zip(self.teachers, probes)}
+        status = "ok" if store_ok and all(p["ok"] for p in probes) else ("degraded" if store_ok else "unhealthy")
+        body = {
+            "status": status,
+            "store": {"ok": store_ok, "error": store_err},
+            "teachers": teachers,
+            "tasks": {n: rt.describe() for n, rt in self.tasks.items()},
+            "audit": {"pending": self.writer.pending, "dropped": self.writer.stats["dropped"],
+                      "failed_batches": self.writer.stats["failed_batches"]},
+            "auth": self.auth,
+            "uptime_s": round(time.time() - self.started, 1),
+        }
+        return (200 if store_ok else 503), body
+
+    def teacher_models(self) -> list[str]:
+        """Models a pass-through request can name: the default teacher's, plus those its /models listed."""
+        if self.default_teacher is None:
+            return []
+        seen = [self.default_teacher.model]
+        probe = self._health.get(self.default_teacher.name)
+        for m in (probe or {}).get("models", []):
+            if m not in seen:
+                seen.append(m)
+        return seen

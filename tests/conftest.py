@@ -156,3 +156,73 @@ class FaultServer(_ServerThread):
 def fault_server() -> Iterator[FaultServer]:
     with FaultServer() as srv:
         yield srv
+
+
+# =====================================================================================
+# gateway (test_server*.py): a labelled, trained and calibrated Reuters task, built once
+# =====================================================================================
+@dataclass
+class GatewayProject:
+    """A calibrated ``news`` task (tfidf) built once per session; each user copies its store.
+
+    ``confident`` texts are answered by the student, ``unsure`` ones go to the teacher.
+    """
+
+    dir: Path
+    db: Path
+    records: dict[str, str]
+    confident: list[str]
+    unsure: list[str]
+    threshold: float
+
+    def config(self, tmp_path: Path, teacher_url: str, *, task: dict[str, Any] | None = None,
+               server: dict[str, Any] | None = None, teacher: dict[str, Any] | None = None,
+               teachers: dict[str, Any] | None = None) -> Any:
+        """A Config for a fresh copy of the store under ``tmp_path``, teacher at ``teacher_url``."""
+        import shutil
+
+        from downsize.config import Config
+
+        db = tmp_path / "gateway.db"
+        if not db.exists():
+            shutil.copyfile(self.db, db)
+        return Config.model_validate({
+            "store": f"sqlite:///{db}",
+            "home": str(self.dir / ".downsize"),
+            "teachers": {"default": {"base_url": teacher_url, "model": "replay-gpt", "price_per_1m_input": 2.5,
+                                     "price_per_1m_output": 10.0, "max_concurrency": 64, "timeout_s": 5,
+                                     "max_retries": 1, **(teacher or {})}, **(teachers or {})},
+            "tasks": {"news": {"instructions": "Route the newswire story to its desk.", "labels": R8_LABELS,
+                               "student": "tfidf", "alpha": 0.05, "spot_check_rate": 0.0, **(task or {})}},
+            "server": {"rate_limit_per_minute": 1_000_000, **(server or {})},
+        })
+
+
+@pytest.fixture(scope="session")
+def gateway_project(tmp_path_factory: pytest.TempPathFactory) -> GatewayProject:
+    from downsize.config import load_config
+    from downsize.project import Project
+
+    d = tmp_path_factory.mktemp("gateway-project")
+    data = read_texts(REUTERS_DEMO, label_col="label")
+    records = dict(zip(data.texts, data.labels or []))
+    labels_yaml = "{" + ", ".join(f"{k}: x" for k in R8_LABELS) + "}"
+    with ReplayServer(records) as srv:
+        (d / "downsize.yaml").write_text(
+            "store: sqlite:///.downsize/downsize.db\nteachers:\n  default:\n"
+            f"    base_url: {srv.base_url}\n    model: replay-gpt\n    price_per_1m_input: 2.5\n"
+            "    price_per_1m_output: 10\n    max_concurrency: 32\n"
+            f"tasks:\n  news:\n    instructions: Route the newswire story to its desk.\n    labels: {labels_yaml}\n"
+            "    student: tfidf\n    alpha: 0.05\n")
+        with Project.open(d / "downsize.yaml") as p:
+            p.label("news", REUTERS_DEMO, progress=False)
+            p.train("news", kind="tfidf")
+            run, _ = p.calibrate("news")
+            cas = p.cascade("news")
+            _, conf, _, _ = cas.student_scores(data.texts)
+    assert run.threshold is not None, "the gateway tests need a task with a threshold"
+    confident = [t for t, c in zip(data.texts, conf) if c >= run.threshold]
+    unsure = [t for t, c in zip(data.texts, conf) if c < run.threshold]
+    assert len(confident) > 50 and len(unsure) > 50
+    load_config(d / "downsize.yaml")
+    return GatewayProject(d, d / ".downsize" / "downsize.db", records, confident, unsure, float(run.threshold))

@@ -55,7 +55,9 @@ def test_cpu_timer_sets_ms_on_error_and_checks_scope() -> None:
         pass
 
 
-@pytest.mark.parametrize(("ms", "watts", "want"), [(3_600_000, 15.0, 15.0), (1000, 36.0, 0.01), (0, 15.0, 0.0)])
+@pytest.mark.parametrize(
+    ("ms", "watts", "want"), [(3_600_000, 15.0, 15.0), (1000, 36.0, 0.01), (0, 15.0, 0.0)]
+)
 def test_cpu_wh(ms: float, watts: float, want: float) -> None:
     assert cpu_wh(ms, watts) == pytest.approx(want)
 
@@ -79,13 +81,23 @@ def test_figures_carry_their_label_and_assumption() -> None:
 
 
 def test_teacher_energy_assumption_per_teacher() -> None:
-    cfg = Config.model_validate({
-        "teachers": {"big": {"base_url": "http://127.0.0.1:1/v1", "model": "m", "energy_wh_per_1k_tokens": 1.2},
-                     "small": {"base_url": "http://127.0.0.1:1/v1", "model": "m"}},
-        "tasks": {"a": {"teacher": "big", "instructions": "x", "labels": {"p": "p", "q": "q"}},
-                  "b": {"teacher": "small", "instructions": "x", "labels": {"p": "p", "q": "q"}}},
-        "energy": {"teacher_wh_per_1k_tokens": 0.25},
-    })
+    cfg = Config.model_validate(
+        {
+            "teachers": {
+                "big": {
+                    "base_url": "http://127.0.0.1:1/v1",
+                    "model": "m",
+                    "energy_wh_per_1k_tokens": 1.2,
+                },
+                "small": {"base_url": "http://127.0.0.1:1/v1", "model": "m"},
+            },
+            "tasks": {
+                "a": {"teacher": "big", "instructions": "x", "labels": {"p": "p", "q": "q"}},
+                "b": {"teacher": "small", "instructions": "x", "labels": {"p": "p", "q": "q"}},
+            },
+            "energy": {"teacher_wh_per_1k_tokens": 0.25},
+        }
+    )
     assert teacher_wh_per_1k_tokens(cfg, "a") == 1.2
     assert teacher_wh_per_1k_tokens(cfg, "b") == 0.25
     assert teacher_wh_per_1k_tokens(cfg, "unknown") == 0.25

@@ -6,16 +6,16 @@ import json
 import math
 import re
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from _report_data import NOW, START, config, populate
 from scipy.stats import binomtest
 from sqlalchemy import func, select
 
-from _report_data import NOW, START, config, populate
 from downsize.energy import ESTIMATED, MEASURED
 from downsize.errors import ConfigError
 from downsize.report import (
@@ -65,7 +65,9 @@ def html(report: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------
 # the independent recomputation (plain loops over select() rows; nothing from report)
 # ---------------------------------------------------------------------------------
-def raw_rows(store: Store, task: str | None, start: datetime | None, end: datetime = NOW) -> tuple[list, list]:
+def raw_rows(
+    store: Store, task: str | None, start: datetime | None, end: datetime = NOW
+) -> tuple[list, list]:
     with store.session() as s:
         q = select(RequestLog).where(RequestLog.ts <= end)
         q = q.where(RequestLog.task.is_(None)) if task is None else q.where(RequestLog.task == task)
@@ -81,11 +83,13 @@ def raw_rows(store: Store, task: str | None, start: datetime | None, end: dateti
     return rows, spots
 
 
-def expected(rows: list, spots: list, *, watts: float, wh_per_1k: float) -> dict[str, Any]:
+def expected(
+    rows: list, spots: list, *, watts: float, wh_per_1k: float, shadow: bool
+) -> dict[str, Any]:
     kinds = Counter(r.answered_by for r in rows)
     n = len(rows)
     answered = n - kinds["error"]
-    decided = kinds["student"] + kinds["teacher"] + kinds["student_fallback"]
+    decided = 0 if shadow else kinds["student"] + kinds["teacher"] + kinds["student_fallback"]
     spent = sum(r.teacher_cost_usd for r in rows) + sum(sc.teacher_cost_usd for sc in spots)
     only = sum(r.teacher_only_cost_usd for r in rows)
 
@@ -94,7 +98,9 @@ def expected(rows: list, spots: list, *, watts: float, wh_per_1k: float) -> dict
 
     lat = {
         "student": [r.latency_ms for r in rows if r.answered_by == "student"],
-        "escalated": [r.latency_ms for r in rows if r.answered_by in ("teacher", "student_fallback", "shadow")],
+        "escalated": [
+            r.latency_ms for r in rows if r.answered_by in ("teacher", "student_fallback", "shadow")
+        ],
         "cascade": [r.latency_ms for r in rows if r.answered_by != "error"],
         "teacher_only": [r.teacher_latency_ms for r in rows if r.teacher_latency_ms is not None],
     }
@@ -106,34 +112,56 @@ def expected(rows: list, spots: list, *, watts: float, wh_per_1k: float) -> dict
     toks = [r.teacher_input_tokens + r.teacher_output_tokens for r in rows]
     called = [t for t in toks if t > 0]
     mean_tok = sum(called) / len(called) if called else None
-    teacher_wh = (sum(toks) + len(spots) * (mean_tok or 0)) / 1000 * wh_per_1k
+    paid = [
+        r.teacher_input_tokens + r.teacher_output_tokens for r in rows if r.teacher_cost_usd > 0
+    ]
+    paid_spots = sum(1 for sc in spots if sc.teacher_cost_usd > 0)
+    teacher_wh = (
+        (sum(paid) + paid_spots * (mean_tok or 0)) / 1000 * wh_per_1k
+    )  # cached answers: no compute
     only_wh = sum(t if t > 0 else mean_tok for t in toks) / 1000 * wh_per_1k if mean_tok else None
     # spot checks
     done = [sc for sc in spots if sc.agree is not None]
     agree = sum(1 for sc in done if sc.agree)
     ci = binomtest(agree, len(done)).proportion_ci(0.95, method="exact") if done else None
     # confusion: rows with both labels + spot checks not already counted
-    pairs = [(r.teacher_label, r.student_label) for r in rows
-             if r.teacher_label is not None and r.student_label is not None]
-    both = {r.request_id for r in rows if r.teacher_label is not None and r.student_label is not None}
-    pairs += [(sc.teacher_label, sc.student_label) for sc in spots
-              if sc.teacher_label is not None and sc.request_id not in both]
+    pairs = [
+        (r.teacher_label, r.student_label)
+        for r in rows
+        if r.teacher_label is not None and r.student_label is not None
+    ]
+    both = {
+        r.request_id for r in rows if r.teacher_label is not None and r.student_label is not None
+    }
+    pairs += [
+        (sc.teacher_label, sc.student_label)
+        for sc in spots
+        if sc.teacher_label is not None and sc.request_id not in both
+    ]
     # escalation per answered label
     per_label: dict[str, list[bool]] = {}
     for r in rows:
-        if r.answered_by in ("student", "teacher", "student_fallback"):
+        if not shadow and r.answered_by in ("student", "teacher", "student_fallback"):
             lab = r.teacher_label if r.answered_by == "teacher" else r.student_label
             per_label.setdefault(lab, []).append(r.answered_by != "student")
     return {
-        "requests": n, "answered": answered, "kinds": kinds,
+        "requests": n,
+        "answered": answered,
+        "kinds": kinds,
         "local_share": kinds["student"] / answered if answered else None,
-        "escalation_rate": (kinds["teacher"] + kinds["student_fallback"]) / decided if decided else None,
+        "escalation_rate": (kinds["teacher"] + kinds["student_fallback"]) / decided
+        if decided
+        else None,
         "avoided": kinds["student"] - len(spots),
-        "spent": spent, "only": only, "savings": only - spent,
+        "spent": spent,
+        "only": only,
+        "savings": only - spent,
         "savings_pct": (only - spent) / only if only else None,
         "per_1k": (spent / n * 1000, only / n * 1000) if n else (None, None),
         "latency": {k: (pctl(v, 50), pctl(v, 95), len(v)) for k, v in lat.items()},
-        "student_wh": student_wh, "teacher_wh": teacher_wh, "only_wh": only_wh,
+        "student_wh": student_wh,
+        "teacher_wh": teacher_wh,
+        "only_wh": only_wh,
         "spot": (len(done), agree, ci),
         "pairs": Counter(pairs),
         "per_label": {k: (len(v), sum(v)) for k, v in per_label.items()},
@@ -149,18 +177,27 @@ def approx(x: float | None) -> Any:
 # ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("since", [None, timedelta(days=3), timedelta(hours=30)])
 @pytest.mark.parametrize("task", ["tickets", "emails"])
-def test_task_figures_equal_raw_recomputation(filled: tuple[Store, Any], since: timedelta | None, task: str) -> None:
+def test_task_figures_equal_raw_recomputation(
+    filled: tuple[Store, Any], since: timedelta | None, task: str
+) -> None:
     store, cfg = filled
     rep = build_report(store, cfg, since=since, now=NOW)
     t = rep["tasks"][task]
     rows, spots = raw_rows(store, task, NOW - since if since else None)
-    e = expected(rows, spots, watts=cfg.energy.cpu_watts_per_core, wh_per_1k=cfg.energy.teacher_wh_per_1k_tokens)
+    e = expected(
+        rows,
+        spots,
+        watts=cfg.energy.cpu_watts_per_core,
+        wh_per_1k=cfg.energy.teacher_wh_per_1k_tokens,
+        shadow=cfg.tasks[task].mode == "shadow",
+    )
 
     assert t["requests"] == e["requests"] > 0
     assert t["answered"] == e["answered"]
     assert t["by_answered_by"] == dict(e["kinds"])
     assert t["local_share"] == approx(e["local_share"])
     assert t["escalation_rate"] == approx(e["escalation_rate"])
+    assert (t["escalation_rate"] is None) == (task == "emails")
     assert t["teacher_calls_avoided"] == max(0, e["avoided"])
     c = t["cost"]
     assert c["spent_usd"] == approx(e["spent"])
@@ -178,8 +215,16 @@ def test_task_figures_equal_raw_recomputation(filled: tuple[Store, Any], since: 
     assert en["teacher"]["wh"] == approx(e["teacher_wh"])
     assert en["teacher_only"]["wh"] == approx(e["only_wh"])
     assert en["cascade_wh"] == approx(e["student_wh"] + e["teacher_wh"])
-    assert en["per_1k_requests"]["cascade"] == approx((e["student_wh"] + e["teacher_wh"]) / e["requests"] * 1000)
+    assert en["per_1k_requests"]["cascade"] == approx(
+        (e["student_wh"] + e["teacher_wh"]) / e["requests"] * 1000
+    )
     assert en["per_1k_requests"]["teacher_only"] == approx(e["only_wh"] / e["requests"] * 1000)
+    assert en["teacher"]["cached_answers"] == sum(
+        1
+        for r in rows
+        if r.teacher_cost_usd == 0 and r.teacher_input_tokens + r.teacher_output_tokens > 0
+    )
+    assert (en["teacher"]["cached_answers"] > 0) == (task == "tickets")
     assert en["student"]["label"] == MEASURED and en["teacher"]["label"] == ESTIMATED
     assert en["teacher_only"]["label"] == ESTIMATED
     n_spot, agree, ci = e["spot"]
@@ -187,11 +232,19 @@ def test_task_figures_equal_raw_recomputation(filled: tuple[Store, Any], since: 
     assert (sc["n"], sc["agree"]) == (n_spot, agree)
     if n_spot:
         assert sc["rate"] == approx(agree / n_spot)
-        assert sc["lo"] == pytest.approx(ci.low, abs=1e-9) and sc["hi"] == pytest.approx(ci.high, abs=1e-9)
+        assert sc["lo"] == pytest.approx(ci.low, abs=1e-9) and sc["hi"] == pytest.approx(
+            ci.high, abs=1e-9
+        )
         assert sum(p["n"] for p in sc["by_period"]) == n_spot
     conf = t["confusion"]
-    got = Counter({(conf["labels"][i], conf["labels"][j]): v
-                   for i, row in enumerate(conf["matrix"]) for j, v in enumerate(row) if v})
+    got = Counter(
+        {
+            (conf["labels"][i], conf["labels"][j]): v
+            for i, row in enumerate(conf["matrix"])
+            for j, v in enumerate(row)
+            if v
+        }
+    )
     assert got == e["pairs"]
     assert conf["n"] == sum(e["pairs"].values())
     assert {d["label"]: (d["n"], d["escalated"]) for d in t["label_escalation"]} == e["per_label"]
@@ -209,16 +262,26 @@ def test_totals_add_up(report: dict[str, Any]) -> None:
     assert tot["spent_usd"] == pytest.approx(sum(t["cost"]["spent_usd"] for t in tasks))
     assert tot["savings_usd"] == pytest.approx(tot["teacher_only_usd"] - tot["spent_usd"])
     assert tot["local_share"] == pytest.approx(
-        sum(t["student_answered"] for t in tasks) / sum(t["answered"] for t in tasks))
-    assert tot["energy_wh"]["cascade"] == pytest.approx(sum(t["energy"]["cascade_wh"] for t in tasks))
+        sum(t["student_answered"] for t in tasks) / sum(t["answered"] for t in tasks)
+    )
+    assert tot["energy_wh"]["cascade"] == pytest.approx(
+        sum(t["energy"]["cascade_wh"] for t in tasks)
+    )
 
 
-def test_calibration_and_eval_are_the_latest_runs(filled: tuple[Store, Any], report: dict[str, Any]) -> None:
+def test_calibration_and_eval_are_the_latest_runs(
+    filled: tuple[Store, Any], report: dict[str, Any]
+) -> None:
     store, _ = filled
     with store.session() as s:
-        run = s.scalars(select(CalibrationRun).where(CalibrationRun.task == "tickets")
-                        .order_by(CalibrationRun.created_at.desc())).first()
-        ev = s.scalars(select(EvalRun).where(EvalRun.task == "tickets").order_by(EvalRun.id.desc())).first()
+        run = s.scalars(
+            select(CalibrationRun)
+            .where(CalibrationRun.task == "tickets")
+            .order_by(CalibrationRun.created_at.desc())
+        ).first()
+        ev = s.scalars(
+            select(EvalRun).where(EvalRun.task == "tickets").order_by(EvalRun.id.desc())
+        ).first()
         sv = s.get(StudentVersion, run.student_version_id)
     cal = report["tasks"]["tickets"]["calibration"]
     assert (cal["alpha"], cal["delta"], cal["threshold"]) == (run.alpha, run.delta, run.threshold)
@@ -246,20 +309,26 @@ def test_since_filters_the_window(filled: tuple[Store, Any]) -> None:
     since = timedelta(days=2)
     rep = build_report(store, cfg, since=since, now=NOW)
     with store.session() as s:
-        inside = s.scalar(select(func.count()).select_from(RequestLog).where(RequestLog.ts >= NOW - since))
-        before = s.scalar(select(func.count()).select_from(RequestLog).where(RequestLog.ts < NOW - since))
+        inside = s.scalar(
+            select(func.count()).select_from(RequestLog).where(RequestLog.ts >= NOW - since)
+        )
+        before = s.scalar(
+            select(func.count()).select_from(RequestLog).where(RequestLog.ts < NOW - since)
+        )
     assert rep["totals"]["requests"] + rep["totals"]["passthrough_requests"] == inside
     assert rep["window"]["requests_before_window"] == before
     assert rep["window"]["start"] == (NOW - since).isoformat(timespec="seconds")
     assert rep["window"]["bucket"] == "hour"
-    assert all(datetime.fromisoformat(p["start"]) >= (NOW - since).replace(minute=0, second=0)
-               for p in rep["tasks"]["tickets"]["timeline"]["points"])
+    assert all(
+        datetime.fromisoformat(p["start"]) >= (NOW - since).replace(minute=0, second=0)
+        for p in rep["tasks"]["tickets"]["timeline"]["points"]
+    )
     assert build_report(store, cfg, now=NOW)["window"]["bucket"] == "day"
 
 
 def test_now_may_be_timezone_aware(filled: tuple[Store, Any]) -> None:
     store, cfg = filled
-    aware = NOW.replace(tzinfo=timezone.utc).astimezone(timezone(timedelta(hours=2)))
+    aware = NOW.replace(tzinfo=UTC).astimezone(timezone(timedelta(hours=2)))
     a = build_report(store, cfg, since=timedelta(days=1), now=aware)
     b = build_report(store, cfg, since=timedelta(days=1), now=NOW)
     assert a["window"] == b["window"] and a["totals"] == b["totals"]
@@ -296,35 +365,106 @@ def test_next_steps_from_the_data(report: dict[str, Any]) -> None:
     assert order == sorted(order, key=["action", "warning", "info"].index)
 
 
-def _small_store(tmp_path: Path, *, spot_agree: list[bool], calibrated: bool = True, newer_student: bool = False,
-                 mode: str = "cascade") -> tuple[Store, Any]:
+def _small_store(
+    tmp_path: Path,
+    *,
+    spot_agree: list[bool],
+    calibrated: bool = True,
+    newer_student: bool = False,
+    mode: str = "cascade",
+) -> tuple[Store, Any]:
     import uuid
 
     cfg = config(tmp_path)
     if mode == "shadow":
-        cfg = cfg.model_copy(update={"tasks": {**cfg.tasks, "tickets": cfg.tasks["tickets"].model_copy(
-            update={"mode": "shadow"})}})
+        cfg = cfg.model_copy(
+            update={
+                "tasks": {
+                    **cfg.tasks,
+                    "tickets": cfg.tasks["tickets"].model_copy(update={"mode": "shadow"}),
+                }
+            }
+        )
     store = Store(cfg.store_url())
     with store.session() as s:
-        sv = StudentVersion(task="tickets", version=1, kind="tfidf", path="p", sha256="0" * 64, size_bytes=1,
-                            labels=["a", "b"], n_train=10, n_calib=10, calib_example_ids=[], train_seconds=0.1)
+        sv = StudentVersion(
+            task="tickets",
+            version=1,
+            kind="tfidf",
+            path="p",
+            sha256="0" * 64,
+            size_bytes=1,
+            labels=["a", "b"],
+            n_train=10,
+            n_calib=10,
+            calib_example_ids=[],
+            train_seconds=0.1,
+        )
         s.add(sv)
         s.flush()
         if calibrated:
-            s.add(CalibrationRun(task="tickets", student_version_id=sv.id, alpha=0.05, delta=0.05, threshold=0.9,
-                                 coverage=0.8, coverage_lo=0.7, coverage_hi=0.9, n_calib=500, n_answered=400,
-                                 errors_answered=5, reference="teacher", method="ltt", details={}))
+            s.add(
+                CalibrationRun(
+                    task="tickets",
+                    student_version_id=sv.id,
+                    alpha=0.05,
+                    delta=0.05,
+                    threshold=0.9,
+                    coverage=0.8,
+                    coverage_lo=0.7,
+                    coverage_hi=0.9,
+                    n_calib=500,
+                    n_answered=400,
+                    errors_answered=5,
+                    reference="teacher",
+                    method="ltt",
+                    details={},
+                )
+            )
         if newer_student:
-            s.add(StudentVersion(task="tickets", version=2, kind="tfidf", path="p2", sha256="1" * 64, size_bytes=1,
-                                 labels=["a", "b"], n_train=10, n_calib=10, calib_example_ids=[], train_seconds=0.1))
+            s.add(
+                StudentVersion(
+                    task="tickets",
+                    version=2,
+                    kind="tfidf",
+                    path="p2",
+                    sha256="1" * 64,
+                    size_bytes=1,
+                    labels=["a", "b"],
+                    n_train=10,
+                    n_calib=10,
+                    calib_example_ids=[],
+                    train_seconds=0.1,
+                )
+            )
         for i, ok in enumerate(spot_agree):
             rid = uuid.uuid4().hex
             ts = NOW - timedelta(hours=1 + i * 0.01)
-            s.add(RequestLog(request_id=rid, ts=ts, task="tickets", model="m", input_hash=str(i),
-                             answered_by="student", student_label="billing", latency_ms=2.0,
-                             teacher_only_cost_usd=0.001, student_cpu_ms=1.0))
-            s.add(SpotCheck(request_id=rid, task="tickets", ts=ts, student_label="billing",
-                            teacher_label="billing" if ok else "other", agree=ok, teacher_cost_usd=0.001))
+            s.add(
+                RequestLog(
+                    request_id=rid,
+                    ts=ts,
+                    task="tickets",
+                    model="m",
+                    input_hash=str(i),
+                    answered_by="student",
+                    student_label="billing",
+                    latency_ms=2.0,
+                    teacher_only_cost_usd=0.001,
+                    student_cpu_ms=1.0,
+                )
+            )
+            s.add(
+                SpotCheck(
+                    request_id=rid,
+                    task="tickets",
+                    ts=ts,
+                    student_label="billing",
+                    teacher_label="billing" if ok else "other",
+                    agree=ok,
+                    teacher_cost_usd=0.001,
+                )
+            )
     return store, cfg
 
 
@@ -342,7 +482,9 @@ def test_few_spot_checks_is_only_info(tmp_path: Path) -> None:
     rep = build_report(store, cfg, now=NOW)
     step = next(s for s in rep["next_steps"] if s["kind"] == "spot_checks")
     assert step["severity"] == "info"
-    need = math.ceil(math.log(0.025) / math.log(0.95))  # all agreeing: lower bound = 0.025 ** (1 / n)
+    need = math.ceil(
+        math.log(0.025) / math.log(0.95)
+    )  # all agreeing: lower bound = 0.025 ** (1 / n)
     assert f"about {need} checks" in step["detail"]
     assert not any(s["kind"] == "guarantee" for s in rep["next_steps"])
 
@@ -376,7 +518,9 @@ def test_empty_store(tmp_path: Path) -> None:
     page = render_html(rep)
     assert 'id="empty"' in page and "Nothing recorded yet" in page
     assert "Nothing recorded yet" in render_text(rep)
-    assert build_report(Store(f"sqlite:///{tmp_path / 'other.db'}"), config(tmp_path), now=NOW)["empty"]
+    assert build_report(Store(f"sqlite:///{tmp_path / 'other.db'}"), config(tmp_path), now=NOW)[
+        "empty"
+    ]
 
 
 def test_window_with_nothing_in_it(filled: tuple[Store, Any]) -> None:
@@ -420,7 +564,9 @@ def test_text_summary(report: dict[str, Any]) -> None:
 @pytest.mark.parametrize("fmt", ["html", "json", "text"])
 def test_write_report(filled: tuple[Store, Any], tmp_path: Path, fmt: str) -> None:
     store, cfg = filled
-    out = write_report(store, cfg, tmp_path / "out" / f"r.{fmt}", format=fmt, tasks=["tickets"], now=NOW)
+    out = write_report(
+        store, cfg, tmp_path / "out" / f"r.{fmt}", format=fmt, tasks=["tickets"], now=NOW
+    )
     body = out.read_text(encoding="utf-8")
     if fmt == "json":
         assert list(json.loads(body)["tasks"]) == ["tickets"]
@@ -438,9 +584,21 @@ def test_rows_without_token_counts(tmp_path: Path) -> None:
     """No token counts anywhere: teacher-only energy is unknown, not zero, and nothing crashes."""
     cfg = config(tmp_path)
     store = Store(cfg.store_url())
-    store.log_requests([{"request_id": "r1", "ts": NOW - timedelta(minutes=5), "task": "tickets", "model": "m",
-                         "input_hash": "h", "answered_by": "student", "student_label": "billing",
-                         "latency_ms": 1.0, "teacher_only_cost_usd": 0.002}])
+    store.log_requests(
+        [
+            {
+                "request_id": "r1",
+                "ts": NOW - timedelta(minutes=5),
+                "task": "tickets",
+                "model": "m",
+                "input_hash": "h",
+                "answered_by": "student",
+                "student_label": "billing",
+                "latency_ms": 1.0,
+                "teacher_only_cost_usd": 0.002,
+            }
+        ]
+    )
     rep = build_report(store, cfg, now=NOW)
     en = rep["tasks"]["tickets"]["energy"]
     assert en["teacher_only_wh"] is None and en["saved_pct"] is None
@@ -456,12 +614,22 @@ def test_rows_without_token_counts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("k", "n"), [(0, 5), (5, 5), (37, 40), (1, 1000), (999, 1000)])
 def test_clopper_pearson_matches_scipy(k: int, n: int) -> None:
     ci = binomtest(k, n).proportion_ci(0.95, method="exact")
-    assert clopper_pearson(k, n) == (pytest.approx(ci.low, abs=1e-9), pytest.approx(ci.high, abs=1e-9))
+    assert clopper_pearson(k, n) == (
+        pytest.approx(ci.low, abs=1e-9),
+        pytest.approx(ci.high, abs=1e-9),
+    )
 
 
-@pytest.mark.parametrize(("text", "want"), [("7d", timedelta(days=7)), ("12h", timedelta(hours=12)),
-                                            ("30m", timedelta(minutes=30)), ("2w", timedelta(weeks=2)),
-                                            ("1.5d", timedelta(hours=36))])
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("7d", timedelta(days=7)),
+        ("12h", timedelta(hours=12)),
+        ("30m", timedelta(minutes=30)),
+        ("2w", timedelta(weeks=2)),
+        ("1.5d", timedelta(hours=36)),
+    ],
+)
 def test_parse_duration(text: str, want: timedelta) -> None:
     assert parse_duration(text) == want
 
@@ -486,6 +654,153 @@ def test_tasks_only_in_the_store_are_reported(filled: tuple[Store, Any]) -> None
     store, _ = filled
     rep = build_report(store, Config(), now=NOW)
     assert set(rep["tasks"]) == {"tickets", "emails"}
-    assert rep["tasks"]["emails"]["mode"] == "shadow" and rep["tasks"]["tickets"]["mode"] == "cascade"
+    assert (
+        rep["tasks"]["emails"]["mode"] == "shadow" and rep["tasks"]["tickets"]["mode"] == "cascade"
+    )
     assert rep["tasks"]["tickets"]["labels"] is None
     render_html(rep)
+
+
+def test_import_is_light_and_stays_in_its_layer() -> None:
+    """Importing the report pulls in neither the gateway, the CLI nor matplotlib."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, downsize.report, downsize.energy; "
+        "bad = [m for m in sys.modules if m.startswith(('downsize.server', 'downsize.cli', "
+        "'matplotlib', 'jinja2', 'fastapi', 'typer'))]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _log(i: int, **kw: Any) -> dict[str, Any]:
+    row = {
+        "request_id": f"r{i}",
+        "ts": NOW - timedelta(minutes=i + 1),
+        "task": "tickets",
+        "model": "m",
+        "input_hash": f"h{i}",
+        "answered_by": "student",
+        "student_label": "billing",
+        "latency_ms": 2.0,
+        "teacher_only_cost_usd": 0.001,
+    }
+    row.update(kw)
+    return row
+
+
+EDGE_CASES = {
+    "only errors": lambda: [
+        _log(i, answered_by="error", student_label=None, status_code=500) for i in range(6)
+    ],
+    "thirty labels": lambda: [
+        _log(
+            i,
+            answered_by="teacher",
+            student_label=f"l{i % 30}",
+            teacher_label=f"l{(i * 7) % 30}",
+            teacher_input_tokens=100,
+            teacher_output_tokens=2,
+            teacher_cost_usd=0.001,
+        )
+        for i in range(300)
+    ],
+    "costs more than the teacher": lambda: [
+        _log(
+            i,
+            answered_by="teacher",
+            teacher_label="billing",
+            teacher_cost_usd=0.003,
+            teacher_input_tokens=100,
+            teacher_output_tokens=2,
+        )
+        for i in range(10)
+    ],
+    "pass-through only": lambda: [
+        _log(i, task=None, answered_by="passthrough", student_label=None) for i in range(5)
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_CASES))
+def test_edge_cases_render(tmp_path: Path, case: str) -> None:
+    cfg = config(tmp_path)
+    store = Store(cfg.store_url())
+    store.log_requests(EDGE_CASES[case]())
+    rep = build_report(store, cfg, now=NOW)
+    assert json.loads(to_json(rep)) == rep
+    page = render_html(rep)
+    assert "<script" not in page and not rep["empty"]
+    render_text(rep)
+    kinds = {s["kind"] for s in rep["next_steps"]}
+    if case == "only errors":
+        assert "errors" in kinds
+    if case == "costs more than the teacher":
+        assert "no_savings" in kinds and rep["tasks"]["tickets"]["cost"]["savings_usd"] < 0
+        assert "−$" in page
+    if case == "thirty labels":
+        assert len(rep["tasks"]["tickets"]["confusion"]["labels"]) == 30
+        assert "teacher \\ student" in page  # too many labels for a heat map: a table instead
+
+
+def test_spot_checks_without_requests_in_the_window(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    store = Store(cfg.store_url())
+    store.log_requests([_log(0, ts=NOW - timedelta(days=3))])
+    store.add(
+        SpotCheck(
+            request_id="r0",
+            task="tickets",
+            ts=NOW - timedelta(hours=1),
+            student_label="billing",
+            teacher_label="billing",
+            agree=True,
+            teacher_cost_usd=0.001,
+        )
+    )
+    rep = build_report(store, cfg, since=timedelta(days=1), now=NOW)
+    t = rep["tasks"]["tickets"]
+    assert t["requests"] == 0 and t["spot_checks"]["n"] == 1
+    assert t["cost"]["spent_usd"] == pytest.approx(0.001)
+    render_html(rep)
+    render_text(rep)
+
+
+def test_no_qualifying_threshold(tmp_path: Path) -> None:
+    store, cfg = _small_store(tmp_path, spot_agree=[True] * 3)
+    with store.session() as s:
+        sv_id = s.scalar(select(StudentVersion.id))
+        s.add(
+            CalibrationRun(
+                task="tickets",
+                student_version_id=sv_id,
+                alpha=0.01,
+                delta=0.05,
+                threshold=None,
+                coverage=0.0,
+                coverage_lo=0.0,
+                coverage_hi=0.02,
+                n_calib=80,
+                n_answered=0,
+                errors_answered=0,
+                reference="gold",
+                method="ltt",
+                details={},
+            )
+        )
+    rep = build_report(store, cfg, now=NOW)
+    assert rep["tasks"]["tickets"]["calibration"]["threshold"] is None
+    assert any(s["kind"] == "no_threshold" for s in rep["next_steps"])
+    assert "No threshold met" in render_html(rep)
+
+
+def test_write_report_reuses_a_built_report(filled: tuple[Store, Any], tmp_path: Path) -> None:
+    store, cfg = filled
+    rep = build_report(store, cfg, tasks=[], since=timedelta(days=2), now=NOW)
+    assert (
+        set(rep["tasks"]) == {"tickets", "emails"} and rep["passthrough"] is not None
+    )  # [] means all
+    out = write_report(store, cfg, tmp_path / "r.json", format="json", report=rep)
+    assert json.loads(out.read_text(encoding="utf-8")) == rep

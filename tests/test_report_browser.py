@@ -9,6 +9,7 @@ Skipped only when /usr/bin/chromium is absent (CI installs the Debian ``chromium
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -20,14 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from _report_data import NOW, config, populate
+
 from downsize.report import build_report, render_html, to_json
 from downsize.store import Store
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="headless Chromium not installed at /usr/bin/chromium (apt-get install chromium)"
+    not CHROMIUM.exists(),
+    reason="headless Chromium not installed at /usr/bin/chromium (apt-get install chromium)",
 )
 
 
@@ -39,17 +41,36 @@ class Browser:
         self._r, w = os.pipe()
         # the pipe transport wants fds 3 and 4 exactly: park the child's ends at fds >= 10 (so they
         # cannot collide with 3 or 4) and let bash move them there
-        to_chrome_r, from_chrome_w = fcntl.fcntl(r, fcntl.F_DUPFD, 10), fcntl.fcntl(w, fcntl.F_DUPFD, 10)
+        to_chrome_r, from_chrome_w = (
+            fcntl.fcntl(r, fcntl.F_DUPFD, 10),
+            fcntl.fcntl(w, fcntl.F_DUPFD, 10),
+        )
         os.close(r)
         os.close(w)
-        args = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={profile}",
-                "--remote-debugging-pipe", "about:blank"]
-        script = (f'exec "$@" 3<&{to_chrome_r} 4>&{from_chrome_w} {to_chrome_r}<&- {from_chrome_w}>&-')
+        args = [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
+        script = (
+            f'exec "$@" 3<&{to_chrome_r} 4>&{from_chrome_w} {to_chrome_r}<&- {from_chrome_w}>&-'
+        )
         self.proc = subprocess.Popen(
             ["/bin/bash", "-c", script, "chromium", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             pass_fds=(to_chrome_r, from_chrome_w),
         )
         os.close(to_chrome_r)
@@ -80,8 +101,13 @@ class Browser:
                 else:
                     self.events.put(msg)
 
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout: float = 60.0) -> dict[str, Any]:
+    def send(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        session: str | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
         self._id += 1
         mid = self._id
         msg: dict[str, Any] = {"id": mid, "method": method, "params": params or {}}
@@ -101,10 +127,8 @@ class Browser:
         return reply.get("result", {})
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing anyway
             self.send("Browser.close", timeout=10)
-        except Exception:  # noqa: BLE001 - closing anyway
-            pass
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
@@ -114,14 +138,19 @@ class Browser:
         os.close(self._r)
 
 
-def load_page(browser: Browser, url: str, *, width: int = 1280, screenshot: Path | None = None) -> dict[str, Any]:
+def load_page(
+    browser: Browser, url: str, *, width: int = 1280, screenshot: Path | None = None
+) -> dict[str, Any]:
     """Open ``url`` in a fresh tab; return problems seen, requests made, DOM metrics and image status."""
     target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
     sid = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     for domain in ("Runtime", "Log", "Network", "Page"):
         browser.send(f"{domain}.enable", session=sid)
-    browser.send("Emulation.setDeviceMetricsOverride",
-                 {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=sid)
+    browser.send(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+        session=sid,
+    )
     browser.send("Page.navigate", {"url": url}, session=sid)
     problems: list[str] = []
     requests: list[str] = []
@@ -142,13 +171,19 @@ def load_page(browser: Browser, url: str, *, width: int = 1280, screenshot: Path
             loaded = True
             quiet_until = time.monotonic() + 1.0  # late console messages / requests
         elif m == "Runtime.consoleAPICalled" and p["type"] in ("error", "warning", "assert"):
-            problems.append(f"console.{p['type']}: " + " ".join(str(a.get("value", a.get("description")))
-                                                               for a in p.get("args", [])))
+            problems.append(
+                f"console.{p['type']}: "
+                + " ".join(str(a.get("value", a.get("description"))) for a in p.get("args", []))
+            )
         elif m == "Runtime.exceptionThrown":
             d = p["exceptionDetails"]
-            problems.append("exception: " + (d.get("exception", {}).get("description") or d.get("text", "")))
+            problems.append(
+                "exception: " + (d.get("exception", {}).get("description") or d.get("text", ""))
+            )
         elif m == "Log.entryAdded" and p["entry"]["level"] in ("error", "warning"):
-            problems.append(f"log.{p['entry']['level']}: {p['entry']['text']} {p['entry'].get('url', '')}")
+            problems.append(
+                f"log.{p['entry']['level']}: {p['entry']['text']} {p['entry'].get('url', '')}"
+            )
         elif m == "Network.requestWillBeSent":
             requests.append(p["request"]["url"])
         elif m == "Network.loadingFailed":
@@ -168,11 +203,19 @@ def load_page(browser: Browser, url: str, *, width: int = 1280, screenshot: Path
     dom = json.loads(res["result"]["value"])
     if screenshot is not None:
         size = browser.send("Page.getLayoutMetrics", session=sid)["cssContentSize"]
-        browser.send("Emulation.setDeviceMetricsOverride",
-                     {"width": width, "height": int(size["height"]), "deviceScaleFactor": 1, "mobile": False},
-                     session=sid)
-        shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
-                            session=sid)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {
+                "width": width,
+                "height": int(size["height"]),
+                "deviceScaleFactor": 1,
+                "mobile": False,
+            },
+            session=sid,
+        )
+        shot = browser.send(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=sid
+        )
         import base64
 
         screenshot.write_bytes(base64.b64decode(shot["data"]))
@@ -197,8 +240,10 @@ def _resolve(d: Any, path: str) -> Any:
 
 def test_harness_sees_console_errors(browser: Browser, tmp_path: Path) -> None:
     bad = tmp_path / "bad.html"
-    bad.write_text('<!DOCTYPE html><html><body><p>x</p><script>console.error("canary");'
-                   "undefinedFunction();</script><img src=\"http://192.0.2.1/x.png\"></body></html>")
+    bad.write_text(
+        '<!DOCTYPE html><html><body><p>x</p><script>console.error("canary");'
+        'undefinedFunction();</script><img src="http://192.0.2.1/x.png"></body></html>'
+    )
     seen = load_page(browser, bad.as_uri())
     text = "\n".join(seen["problems"])
     assert "console.error: canary" in text
@@ -222,14 +267,20 @@ def test_report_page_in_chromium(browser: Browser, tmp_path: Path) -> None:
     assert not dom["empty"]
     assert dom["scrollWidth"] <= 1280, "the page scrolls sideways at 1280 px"
     assert len(dom["images"]) >= 8
-    assert all(i["complete"] and i["w"] > 100 and i["h"] > 100 for i in dom["images"]), dom["images"]
+    assert all(i["complete"] and i["w"] > 100 and i["h"] > 100 for i in dom["images"]), dom[
+        "images"
+    ]
 
     # every figure in the DOM is the JSON's figure at its path
     data = json.loads(to_json(report))
     assert len(dom["metrics"]) > 60
     ids = [m["id"] for m in dom["metrics"]]
     assert len(ids) == len(set(ids)) or all(
-        m["value"] == n["value"] for m in dom["metrics"] for n in dom["metrics"] if m["id"] == n["id"])
+        m["value"] == n["value"]
+        for m in dom["metrics"]
+        for n in dom["metrics"]
+        if m["id"] == n["id"]
+    )
     for m in dom["metrics"]:
         root = data["totals"] if m["scope"] == "totals" else data["tasks"][m["task"]]
         assert m["value"] == _resolve(root, m["metric"]), m

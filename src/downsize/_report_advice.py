@@ -76,10 +76,17 @@ def spot_checks_needed(alpha: float, confidence: float, rate: float = 1.0) -> in
     return hi
 
 
-def _step(task: str | None, kind: str, severity: str, title: str, detail: str,
-          command: str | None = None) -> dict[str, Any]:
-    return {"task": task, "kind": kind, "severity": severity, "title": title, "detail": detail,
-            "command": command}
+def _step(
+    task: str | None, kind: str, severity: str, title: str, detail: str, command: str | None = None
+) -> dict[str, Any]:
+    return {
+        "task": task,
+        "kind": kind,
+        "severity": severity,
+        "title": title,
+        "detail": detail,
+        "command": command,
+    }
 
 
 def _task_steps(name: str, t: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,56 +99,124 @@ def _task_steps(name: str, t: dict[str, Any]) -> list[dict[str, Any]]:
     if shadow:
         lab = t.get("labelled_examples") or {}
         total = lab.get("total", 0)
-        if t["student"] is None and total >= SHADOW_MIN_LABELLED and (
-                lab.get("distinct_shadow_labels", 0) >= SHADOW_MIN_LABELS or lab.get("from_labels_table", 0)):
-            out.append(_step(name, "train_student", "action", f"Train a student for {name}",
-                             f"{total} distinct texts carry a teacher label (≥ {SHADOW_MIN_LABELLED}); the "
-                             "teacher still answers every request in shadow mode.", f"downsize train {name}"))
+        if (
+            t["student"] is None
+            and total >= SHADOW_MIN_LABELLED
+            and (
+                lab.get("distinct_shadow_labels", 0) >= SHADOW_MIN_LABELS
+                or lab.get("from_labels_table", 0)
+            )
+        ):
+            out.append(
+                _step(
+                    name,
+                    "train_student",
+                    "action",
+                    f"Train a student for {name}",
+                    f"{total} distinct texts carry a teacher label (≥ {SHADOW_MIN_LABELLED}); the "
+                    "teacher still answers every request in shadow mode.",
+                    f"downsize train {name}",
+                )
+            )
         elif t["student"] is not None and cal is not None and cal["threshold"] is not None:
-            out.append(_step(name, "go_live", "info", f"{name} is ready to leave shadow mode",
-                             f"student v{cal['student_version']} is calibrated (λ = {cal['threshold']:.3f}, "
-                             f"coverage {_pct(cal['coverage'])}); set `mode: cascade` to let it answer."))
+            out.append(
+                _step(
+                    name,
+                    "go_live",
+                    "info",
+                    f"{name} is ready to leave shadow mode",
+                    f"student v{cal['student_version']} is calibrated (λ = {cal['threshold']:.3f}, "
+                    f"coverage {_pct(cal['coverage'])}); set `mode: cascade` to let it answer.",
+                )
+            )
         return out
 
     # -- calibration -------------------------------------------------------------------
     if t["student"] is None and (decided or t["in_config"]):
-        out.append(_step(name, "train", "action", f"Train a student for {name}",
-                         "no student has been trained yet, so the teacher answers everything.",
-                         f"downsize train {name}"))
+        out.append(
+            _step(
+                name,
+                "train",
+                "action",
+                f"Train a student for {name}",
+                "no student has been trained yet, so the teacher answers everything.",
+                f"downsize train {name}",
+            )
+        )
     elif cal is None and t["student"] is not None:
-        out.append(_step(name, "calibrate", "action", f"Calibrate {name}",
-                         "no calibration has been run: without a threshold the student may not answer.",
-                         f"downsize calibrate {name}"))
+        out.append(
+            _step(
+                name,
+                "calibrate",
+                "action",
+                f"Calibrate {name}",
+                "no calibration has been run: without a threshold the student may not answer.",
+                f"downsize calibrate {name}",
+            )
+        )
     elif cal is not None:
         if cal["threshold"] is None:
-            out.append(_step(name, "no_threshold", "warning", f"{name}: no threshold meets α",
-                             f"calibration found no threshold with disagreement ≤ {_pct(cal['alpha'])} at "
-                             f"δ = {cal['delta']:g} over {cal['n_calib']} calibration rows, so the teacher answers "
-                             "everything: add labelled examples and retrain, or relax alpha.",
-                             f"downsize train {name}"))
+            out.append(
+                _step(
+                    name,
+                    "no_threshold",
+                    "warning",
+                    f"{name}: no threshold meets α",
+                    f"calibration found no threshold with disagreement ≤ {_pct(cal['alpha'])} at "
+                    f"δ = {cal['delta']:g} over {cal['n_calib']} calibration rows, so the teacher answers "
+                    "everything: add labelled examples and retrain, or relax alpha.",
+                    f"downsize train {name}",
+                )
+            )
         if t["student"] is not None and cal["student_version_id"] != t["student"]["id"]:
-            out.append(_step(name, "recalibrate", "action", f"Recalibrate {name}",
-                             f"the latest student v{t['student']['version']} is not calibrated (the latest "
-                             f"calibration is for v{cal['student_version']}).", f"downsize calibrate {name}"))
+            out.append(
+                _step(
+                    name,
+                    "recalibrate",
+                    "action",
+                    f"Recalibrate {name}",
+                    f"the latest student v{t['student']['version']} is not calibrated (the latest "
+                    f"calibration is for v{cal['student_version']}).",
+                    f"downsize calibrate {name}",
+                )
+            )
 
     # -- escalation drift --------------------------------------------------------------
     tr = t.get("escalation_trend")
-    if tr and min(tr["earlier"]["n"], tr["later"]["n"]) >= DRIFT_MIN_DECISIONS \
-            and tr["rise"] >= DRIFT_MIN_RISE and tr["p_value"] < DRIFT_MAX_P:
-        out.append(_step(name, "retrain", "action", f"Retrain {name}: escalations are rising",
-                         f"the escalation rate rose from {_pct(tr['earlier']['rate'])} to "
-                         f"{_pct(tr['later']['rate'])} ({tr['comparison']}; n = {tr['earlier']['n']} / "
-                         f"{tr['later']['n']}, p = {tr['p_value']:.2g}). The traffic may have drifted from what "
-                         "the student learnt: retrain on recent teacher labels, then recalibrate.",
-                         f"downsize train {name}"))
+    if (
+        tr
+        and min(tr["earlier"]["n"], tr["later"]["n"]) >= DRIFT_MIN_DECISIONS
+        and tr["rise"] >= DRIFT_MIN_RISE
+        and tr["p_value"] < DRIFT_MAX_P
+    ):
+        out.append(
+            _step(
+                name,
+                "retrain",
+                "action",
+                f"Retrain {name}: escalations are rising",
+                f"the escalation rate rose from {_pct(tr['earlier']['rate'])} to "
+                f"{_pct(tr['later']['rate'])} ({tr['comparison']}; n = {tr['earlier']['n']} / "
+                f"{tr['later']['n']}, p = {tr['p_value']:.2g}). The traffic may have drifted from what "
+                "the student learnt: retrain on recent teacher labels, then recalibrate.",
+                f"downsize train {name}",
+            )
+        )
 
     # -- labels the student cannot handle -----------------------------------------------
     for row in t["label_escalation"]:
         if row["n"] >= LABEL_MIN_REQUESTS and row["rate"] >= LABEL_MAX_ESCALATION:
-            out.append(_step(name, "add_examples", "action", f"Add examples for label {row['label']!r}",
-                             f"{name}: {row['escalated']} of {row['n']} requests answered {row['label']!r} "
-                             f"({_pct(row['rate'])}) went to the teacher; the student is rarely confident "
-                             "about this label. Label more such texts and retrain."))
+            out.append(
+                _step(
+                    name,
+                    "add_examples",
+                    "action",
+                    f"Add examples for label {row['label']!r}",
+                    f"{name}: {row['escalated']} of {row['n']} requests answered {row['label']!r} "
+                    f"({_pct(row['rate'])}) went to the teacher; the student is rarely confident "
+                    "about this label. Label more such texts and retrain.",
+                )
+            )
 
     # -- the live guarantee: spot-check agreement vs 1 - alpha ----------------------------
     sc = t["spot_checks"]
@@ -149,46 +224,99 @@ def _task_steps(name: str, t: dict[str, Any]) -> list[dict[str, Any]]:
     if alpha is not None and t["student_answered"]:
         target = 1 - alpha
         if sc["n"] == 0:
-            out.append(_step(name, "spot_checks", "info", f"{name}: no spot checks yet",
-                             f"{t['student_answered']} student answers were never re-checked by the teacher; "
-                             "set spot_check_rate > 0 to watch the guarantee live."))
+            out.append(
+                _step(
+                    name,
+                    "spot_checks",
+                    "info",
+                    f"{name}: no spot checks yet",
+                    f"{t['student_answered']} student answers were never re-checked by the teacher; "
+                    "set spot_check_rate > 0 to watch the guarantee live.",
+                )
+            )
         elif sc["lo"] < target:
             conf = sc["confidence"]
             if sc["hi"] < target:
-                out.append(_step(name, "guarantee", "action", f"{name}: the guarantee does not hold",
-                                 f"spot-check agreement {_pct(sc['rate'])} ({sc['agree']}/{sc['n']}, "
-                                 f"{conf:.0%} interval {_pct(sc['lo'])}–{_pct(sc['hi'])}) is below "
-                                 f"1 − α = {_pct(target)}. Recalibrate and check the traffic for drift.",
-                                 f"downsize calibrate {name}"))
+                out.append(
+                    _step(
+                        name,
+                        "guarantee",
+                        "action",
+                        f"{name}: the guarantee does not hold",
+                        f"spot-check agreement {_pct(sc['rate'])} ({sc['agree']}/{sc['n']}, "
+                        f"{conf:.0%} interval {_pct(sc['lo'])}–{_pct(sc['hi'])}) is below "
+                        f"1 − α = {_pct(target)}. Recalibrate and check the traffic for drift.",
+                        f"downsize calibrate {name}",
+                    )
+                )
             elif sc["rate"] < target:
-                out.append(_step(name, "guarantee", "warning", f"{name}: the guarantee may no longer hold",
-                                 f"spot-check agreement {_pct(sc['rate'])} ({sc['agree']}/{sc['n']}; lower "
-                                 f"bound {_pct(sc['lo'])}) is under 1 − α = {_pct(target)}: recalibrate / check "
-                                 "for drift.", f"downsize calibrate {name}"))
+                out.append(
+                    _step(
+                        name,
+                        "guarantee",
+                        "warning",
+                        f"{name}: the guarantee may no longer hold",
+                        f"spot-check agreement {_pct(sc['rate'])} ({sc['agree']}/{sc['n']}; lower "
+                        f"bound {_pct(sc['lo'])}) is under 1 − α = {_pct(target)}: recalibrate / check "
+                        "for drift.",
+                        f"downsize calibrate {name}",
+                    )
+                )
             else:
                 need = spot_checks_needed(alpha, conf, sc["rate"])
-                more = (f"at this agreement rate, confirming it takes about {need:,} checks"
-                        if need is not None else "at this agreement rate no number of checks would confirm it")
-                out.append(_step(name, "spot_checks", "info", f"{name}: too few spot checks to confirm",
-                                 f"agreement {_pct(sc['rate'])} on {sc['n']} checks has lower bound "
-                                 f"{_pct(sc['lo'])} < 1 − α = {_pct(target)}; {more}. Raise spot_check_rate "
-                                 "or wait."))
+                more = (
+                    f"at this agreement rate, confirming it takes about {need:,} checks"
+                    if need is not None
+                    else "at this agreement rate no number of checks would confirm it"
+                )
+                out.append(
+                    _step(
+                        name,
+                        "spot_checks",
+                        "info",
+                        f"{name}: too few spot checks to confirm",
+                        f"agreement {_pct(sc['rate'])} on {sc['n']} checks has lower bound "
+                        f"{_pct(sc['lo'])} < 1 − α = {_pct(target)}; {more}. Raise spot_check_rate "
+                        "or wait.",
+                    )
+                )
 
     # -- operations ------------------------------------------------------------------------
     fb = t["by_answered_by"].get("student_fallback", 0)
     if fb >= FALLBACK_MIN and (t["fallback_share"] or 0) >= FALLBACK_MAX_SHARE:
-        out.append(_step(name, "teacher_failing", "warning", f"{name}: the teacher is failing",
-                         f"{fb} requests ({_pct(t['fallback_share'])}) got the student's below-threshold "
-                         "answer because the teacher failed; those answers carry no guarantee."))
+        out.append(
+            _step(
+                name,
+                "teacher_failing",
+                "warning",
+                f"{name}: the teacher is failing",
+                f"{fb} requests ({_pct(t['fallback_share'])}) got the student's below-threshold "
+                "answer because the teacher failed; those answers carry no guarantee.",
+            )
+        )
     err = t["errors"]
     if err >= ERROR_MIN and err / max(1, t["requests"]) >= ERROR_MAX_SHARE:
-        out.append(_step(name, "errors", "warning", f"{name}: {err} requests failed",
-                         f"{_pct(err / t['requests'])} of requests ended in an error; see request_log.reason."))
+        out.append(
+            _step(
+                name,
+                "errors",
+                "warning",
+                f"{name}: {err} requests failed",
+                f"{_pct(err / t['requests'])} of requests ended in an error; see request_log.reason.",
+            )
+        )
     if t["requests"] and t["cost"]["teacher_only_usd"] > 0 and t["cost"]["savings_usd"] < 0:
-        out.append(_step(name, "no_savings", "warning", f"{name} costs more than the teacher alone",
-                         f"spent ${t['cost']['spent_usd']:.2f} vs ${t['cost']['teacher_only_usd']:.2f} "
-                         f"teacher-only (local share {_pct(t['local_share'])}); spot checks and escalations "
-                         "outweigh what the student saves."))
+        out.append(
+            _step(
+                name,
+                "no_savings",
+                "warning",
+                f"{name} costs more than the teacher alone",
+                f"spent ${t['cost']['spent_usd']:.2f} vs ${t['cost']['teacher_only_usd']:.2f} "
+                f"teacher-only (local share {_pct(t['local_share'])}); spot checks and escalations "
+                "outweigh what the student saves.",
+            )
+        )
     return out
 
 

@@ -185,6 +185,7 @@ class AuditWriter:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._give_up_at: float | None = None
+        self._dropped_at_close = 0
         self.stats: dict[str, int] = {"written": 0, "spot_checks": 0, "labels": 0, "batches": 0,
                                       "failed_batches": 0, "dropped": 0}
 
@@ -215,18 +216,20 @@ class AuditWriter:
             self._done += n
 
     def close(self, timeout: float | None = 60.0) -> bool:
-        """Write everything submitted so far and stop the thread; False if it timed out."""
+        """Write everything submitted so far and stop the thread; False if a row was lost (or it timed out)."""
         if self._thread is None:
             return True
         self._give_up_at = None if timeout is None else time.monotonic() + timeout
+        self._dropped_at_close = self.stats["dropped"]
         self._stop.set()
         self._q.put(None)
-        self._thread.join(timeout)
+        self._thread.join(None if timeout is None else timeout + 2.0)  # room to record giving up
         ok = not self._thread.is_alive()
-        if not ok or self.pending:
-            log.error("audit writer closed with %d row(s) not written", self.pending)
+        lost = self.stats["dropped"] - self._dropped_at_close
+        if not ok:
+            log.error("audit writer did not finish within %ss: %d row(s) not written", timeout, self.pending)
         self._thread = None
-        return ok and not self.pending
+        return ok and not self.pending and not lost
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything submitted before this call is written (or given up on)."""
@@ -270,29 +273,40 @@ class AuditWriter:
     # -- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
         while True:
+            items: list[Any] = []
             try:
-                first = self._q.get()
-                items = [first]
-                if isinstance(first, tuple) and not self._stop.is_set():
-                    time.sleep(self.flush_interval_s)  # let a batch gather
-                stop = self._collect(items)
+                try:
+                    first = self._q.get(timeout=0.5)
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+                if first is not None:
+                    items.append(first)
+                    if isinstance(first, tuple) and not self._stop.is_set():
+                        time.sleep(self.flush_interval_s)  # let a batch gather
+                stop = self._collect(items) or first is None
                 self._write_until_done(items)
                 while stop:  # write whatever is left, then end
-                    rest: list[Any] = []
-                    self._collect(rest)
-                    if not rest:
+                    items = []
+                    self._collect(items)
+                    if not items:
                         return
-                    self._write_until_done(rest)
+                    self._write_until_done(items)
             except Exception:  # never let the thread die silently
-                log.exception("audit writer: unexpected error; continuing")
+                lost = sum(1 for it in items if isinstance(it, tuple))
+                log.exception("audit writer: unexpected error; %d row(s) of this batch lost, continuing", lost)
+                with self._lock:
+                    self.stats["dropped"] += lost
+                    self._done += lost
+                for it in items:
+                    if isinstance(it, _Marker):
+                        it.done.set()
                 time.sleep(0.1)
 
     def _collect(self, items: list[Any]) -> bool:
         """Move queued items into ``items`` (up to max_batch rows); True if the stop sentinel came."""
         stop = False
-        if items and items[-1] is None:
-            items.pop()
-            stop = True
         n = sum(1 for it in items if isinstance(it, tuple))
         while n < self.max_batch:
             try:

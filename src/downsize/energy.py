@@ -56,16 +56,16 @@ from typing import Any, Literal
 from .config import Config, EnergyConfig
 
 __all__ = [
-    "MEASURED",
     "ESTIMATED",
+    "MEASURED",
     "CpuTime",
     "EnergyFigure",
     "cpu_timer",
     "cpu_wh",
-    "tokens_wh",
-    "teacher_wh_per_1k_tokens",
     "student_energy",
     "teacher_energy",
+    "teacher_wh_per_1k_tokens",
+    "tokens_wh",
 ]
 
 #: Label of energy derived from measured CPU time and an assumed power per core.
@@ -156,10 +156,13 @@ class EnergyFigure:
         return asdict(self)
 
 
-def student_energy(cpu_ms_total: float, energy: EnergyConfig, *, n_measured: int | None = None,
-                   n_imputed: int = 0) -> EnergyFigure:
+def student_energy(
+    cpu_ms_total: float, energy: EnergyConfig, *, n_measured: int | None = None, n_imputed: int = 0
+) -> EnergyFigure:
     """Student-side energy from summed CPU milliseconds (:data:`MEASURED`)."""
-    note = f"{energy.cpu_watts_per_core:g} W per busy core (energy.cpu_watts_per_core), an assumption"
+    note = (
+        f"{energy.cpu_watts_per_core:g} W per busy core (energy.cpu_watts_per_core), an assumption"
+    )
     if n_measured is not None:
         note += f"; CPU time recorded for {n_measured} student inference(s)"
     if n_imputed:

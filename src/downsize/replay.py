@@ -141,7 +141,8 @@ def create_replay_app(
         if text is None:
             return _err(
                 404,
-                f"replay: no user message's content is in the replay file ({len(records)} recorded texts)",
+                f"replay: the text (a user message's content) is not in the replay file "
+                f"({len(records):,} recorded texts)",
                 "not_found",
                 code="text_not_found",
                 param="messages",
@@ -233,7 +234,9 @@ class _ServerThread:
     def start(self, timeout: float = 10.0) -> Any:
         import uvicorn
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets whose proto says
+        # TCP, and without it every answer waits ~40 ms for a delayed ACK (Nagle).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
@@ -336,6 +339,7 @@ class ReplayProcess:
         self.port = port
         self._kwargs = {"text_col": text_col, "label_col": label_col, **opts}
         self.proc: subprocess.Popen[bytes] | None = None
+        self._client: Any = None
 
     @property
     def base_url(self) -> str:
@@ -343,9 +347,15 @@ class ReplayProcess:
 
     @property
     def stats(self) -> dict[str, Any]:
+        """The child's ``GET /stats``."""
+        return self._http().get(f"http://{self.host}:{self.port}/stats").json()
+
+    def _http(self) -> Any:
         import httpx
 
-        return httpx.get(f"http://{self.host}:{self.port}/stats", timeout=10, trust_env=False).json()
+        if self._client is None:
+            self._client = httpx.Client(timeout=10, trust_env=False)
+        return self._client
 
     def start(self, timeout: float = 30.0) -> ReplayProcess:
         import httpx
@@ -361,7 +371,7 @@ class ReplayProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the replay teacher exited with code {self.proc.returncode}")
             try:
-                httpx.get(f"http://{self.host}:{self.port}/v1/models", timeout=1, trust_env=False)
+                self._http().get(f"http://{self.host}:{self.port}/v1/models", timeout=1)
                 return self
             except httpx.TransportError:
                 if time.monotonic() > deadline:
@@ -370,6 +380,9 @@ class ReplayProcess:
                 time.sleep(0.05)
 
     def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -74,6 +74,9 @@ def teacher_error(exc: TeacherError, *, teacher: str) -> ApiError:
     if isinstance(exc, TeacherTimeout):
         return ApiError(504, f"the teacher {teacher!r} did not answer in time: {msg}", code="teacher_timeout")
     if isinstance(exc, TeacherStatusError):
+        if exc.status in (401, 403, 407):  # the gateway's own credentials: not the client's fault
+            return ApiError(502, f"the teacher {teacher!r} refused the gateway's credentials (HTTP {exc.status}); "
+                            "check its api_key_env", code="teacher_auth_failed")
         if 400 <= exc.status < 500 and exc.status != 429:
             inner = _inner_message(exc.body) or msg
             return ApiError(exc.status, f"the teacher {teacher!r} rejected the request: {inner}",

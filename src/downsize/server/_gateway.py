@@ -323,9 +323,6 @@ class Gateway:
     async def open(cls, config: Config, *, store: Store | None = None, auth: bool = True,
                    rate_limit_per_minute: int | None = None) -> Gateway:
         """Open the store (unless given), the teachers, the audit writer; load each task's student."""
-        from ..project import Project
-        from ..training import load_student_version
-
         owns = store is None
         store = store if store is not None else Store(config.store_url())
         writer = AuditWriter(store).start()
@@ -339,8 +336,12 @@ class Gateway:
                               CircuitBreaker())
             for n in sorted(names)
         }
-        project = Project(config, store)
         tasks: dict[str, TaskRuntime] = {}
+        if config.tasks:
+            from ..project import Project
+            from ..training import load_student_version
+
+            project = Project(config, store)
         for name, task in config.tasks.items():
             teacher = teachers[task.teacher]
             cascade: Cascade | None = None

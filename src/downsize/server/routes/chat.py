@@ -126,6 +126,7 @@ async def chat_completions(request: Request, gw: GatewayDep, client: ClientDep) 
         finally:
             DEADLINE.reset(token)
     except ApiError as exc:
+        exc.headers.setdefault("x-request-id", rid)
         if rt is not None or model:
             gw.record_error(task=rt.name if rt else None, model=model or "?", input_hash=_hash(text, body),
                             text=text, status=exc.status, message=exc.message, request_id=rid,

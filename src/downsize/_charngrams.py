@@ -1,0 +1,191 @@
+"""Character n-gram TF-IDF features computed with numpy, for the TF-IDF student.
+
+scikit-learn's ``TfidfVectorizer(analyzer="char"|"char_wb")`` builds every n-gram as a
+Python string and looks it up in a dict: on 300-character newswire openings that is
+~0.3 ms per text, more than everything else the student does. Here each text becomes
+an array of code points (UTF-32), all texts of a batch are concatenated, and the n-grams
+of every size are hashed at once with a 64-bit polynomial hash (masking n-grams that
+would cross from one text into the next); hashes are matched against the sorted
+vocabulary learnt in ``fit`` through an open-addressing hash table. With 64-bit hashes the chance that
+two of the ~10⁵ kept n-grams collide is ~10⁻⁹, so the features are those of an exact
+vocabulary.
+
+Weights follow ``TfidfVectorizer(sublinear_tf=True, smooth_idf=True, norm="l2")``:
+``(1 + log tf) · (log((1 + n) / (1 + df)) + 1)``, rows L2-normalised. Texts are
+lower-cased, runs of whitespace become one space, and a space pads each end (so the
+first and last words have marked boundaries). Only the first ``max_chars`` characters of
+each text are used. State is two arrays (vocabulary hashes, idf), saved as ``.npz``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["CharNgramTfidf"]
+
+_WS = re.compile(r"\s+")
+_P = np.uint64(0x100000001B3)  # FNV-style odd multiplier
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads the polynomial hash over all 64 bits."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * _M1
+    h = h ^ (h >> np.uint64(27))
+    h = h * _M2
+    return h ^ (h >> np.uint64(31))
+
+
+class CharNgramTfidf:
+    """Sublinear TF-IDF over character n-grams of the first ``max_chars`` characters."""
+
+    def __init__(self, *, ngram_range: tuple[int, int] = (2, 5), max_chars: int | None = 300,
+                 min_df: int = 2, max_features: int | None = None) -> None:
+        self.ngram_range = tuple(ngram_range)
+        self.max_chars = max_chars
+        self.min_df = min_df
+        self.max_features = max_features
+        self.vocabulary_: np.ndarray | None = None  # sorted uint64 hashes
+        self.idf_: np.ndarray | None = None
+        self._lookup: tuple[np.ndarray, np.ndarray, int] | None = None
+
+    # -- hashing ---------------------------------------------------------------------------
+    def _hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(text index, hash) of every n-gram occurrence, in text order."""
+        n = self.max_chars
+        prepared = [" " + _WS.sub(" ", (t if n is None else t[:n]).lower()).strip() + " " for t in texts]
+        lengths = np.fromiter((len(t) for t in prepared), dtype=np.int64, count=len(prepared))
+        codes = np.frombuffer("".join(prepared).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        total = len(codes)
+        doc = np.repeat(np.arange(len(prepared), dtype=np.int64), lengths)
+        end = np.repeat(np.cumsum(lengths), lengths)  # one past the last position of the text
+        pos = np.arange(total, dtype=np.int64)
+        lo, hi = self.ngram_range
+        docs, hashes = [], []
+        h = np.zeros(total, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for k in range(hi):
+                width = k + 1
+                count = total - k
+                if count <= 0:
+                    break
+                h = h[:count] * _P + codes[k : k + count]
+                if width >= lo:
+                    ok = pos[:count] + width <= end[:count]
+                    hashes.append(_mix(h[ok] ^ np.uint64(width)))
+                    docs.append(doc[:count][ok])
+        if not hashes:
+            return np.empty(0, np.int64), np.empty(0, np.uint64)
+        return np.concatenate(docs), np.concatenate(hashes)
+
+    # -- fit / transform --------------------------------------------------------------------
+    def fit(self, texts: Sequence[str]) -> CharNgramTfidf:
+        docs, hashes = self._hashes(texts)
+        order = np.lexsort((hashes, docs))
+        d, h = docs[order], hashes[order]
+        first = np.ones(len(h), dtype=bool)
+        first[1:] = (d[1:] != d[:-1]) | (h[1:] != h[:-1])
+        vocab, df = np.unique(h[first], return_counts=True)
+        keep = df >= self.min_df
+        if self.max_features is not None and keep.sum() > self.max_features:
+            # most frequent (by document frequency) first; ties broken by hash, deterministically
+            idx = np.flatnonzero(keep)
+            top = idx[np.lexsort((vocab[idx], -df[idx]))[: self.max_features]]
+            keep = np.zeros_like(keep)
+            keep[top] = True
+        if not keep.any():
+            raise ValueError(f"no character n-gram occurs in at least min_df={self.min_df} texts")
+        n_docs = len(texts)
+        self.vocabulary_ = vocab[keep]
+        self.idf_ = np.log((1.0 + n_docs) / (1.0 + df[keep])) + 1.0
+        self._lookup = None
+        return self
+
+    def _table(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Open-addressing hash table (linear probing, load ≤ 0.5) over the vocabulary."""
+        if self._lookup is None:
+            vocab = self.vocabulary_
+            n = len(vocab)
+            bits = max(4, int(np.ceil(np.log2(2 * n))) + 1)
+            size = 1 << bits
+            keys = np.zeros(size, dtype=np.uint64)
+            vals = np.full(size, -1, dtype=np.int32)
+            slot = (vocab >> np.uint64(64 - bits)).astype(np.int64)
+            pending = np.arange(n)
+            placed = np.zeros(n, dtype=bool)
+            while pending.size:
+                s = slot[pending]
+                free = vals[s] == -1
+                cand, cs = pending[free], s[free]
+                uniq, first = np.unique(cs, return_index=True)
+                winners = cand[first]
+                keys[uniq], vals[uniq] = vocab[winners], winners
+                placed[winners] = True
+                pending = pending[~placed[pending]]
+                slot[pending] = (slot[pending] + 1) & (size - 1)
+            self._lookup = (keys, vals, bits)
+        return self._lookup
+
+    def _columns(self, hashes: np.ndarray) -> np.ndarray:
+        """Vocabulary column of each hash, -1 when absent."""
+        keys, vals, bits = self._table()
+        mask = (1 << bits) - 1
+        out = np.full(len(hashes), -1, dtype=np.int64)
+        idx = np.arange(len(hashes))
+        slot = (hashes >> np.uint64(64 - bits)).astype(np.int64)
+        h = hashes
+        while idx.size:
+            v = vals[slot]
+            occupied = v >= 0
+            found = occupied & (keys[slot] == h)
+            out[idx[found]] = v[found]
+            go_on = occupied & ~found
+            idx, slot, h = idx[go_on], (slot[go_on] + 1) & mask, h[go_on]
+        return out
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        if self.vocabulary_ is None or self.idf_ is None:
+            raise ValueError("CharNgramTfidf is not fitted")
+        n_docs, width = len(texts), len(self.vocabulary_)
+        docs, hashes = self._hashes(texts)
+        col = self._columns(hashes)
+        hit = col >= 0
+        m = sp.csr_matrix((np.ones(int(hit.sum())), (docs[hit], col[hit])), shape=(n_docs, width))
+        m.sum_duplicates()  # per-row sort of the column indices, adding up repeats: counts
+        m.data = (1.0 + np.log(m.data)) * self.idf_[m.indices]
+        rows = np.repeat(np.arange(n_docs), np.diff(m.indptr))
+        norms = np.sqrt(np.bincount(rows, weights=m.data * m.data, minlength=n_docs))
+        m.data /= np.where(norms > 0, norms, 1.0)[rows]
+        return m
+
+    def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        return self.fit(texts).transform(texts)
+
+    # -- persistence ------------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        return {"ngram_range": list(self.ngram_range), "max_chars": self.max_chars,
+                "min_df": self.min_df, "max_features": self.max_features}
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, vocabulary=self.vocabulary_, idf=self.idf_)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, params: dict[str, Any]) -> CharNgramTfidf:
+        obj = cls(ngram_range=tuple(params["ngram_range"]), max_chars=params["max_chars"],
+                  min_df=params["min_df"], max_features=params["max_features"])
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            vocab, idf = z["vocabulary"], z["idf"]
+        if vocab.dtype != np.uint64 or idf.shape != vocab.shape or not np.all(vocab[1:] > vocab[:-1]):
+            raise ValueError("character n-gram arrays are inconsistent")
+        obj.vocabulary_, obj.idf_ = vocab, idf.astype(np.float64)
+        return obj

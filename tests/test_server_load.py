@@ -1,0 +1,61 @@
+"""A smaller version of benchmarks/bench_gateway.py: hundreds of concurrent requests on loopback,
+then exactly one audit row per request once the server has shut down."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from downsize.keys import create_key
+from downsize.replay import ReplayServer
+from downsize.server import ServerThread, create_app
+from downsize.store import RequestLog, Store
+
+N = 800
+CONCURRENCY = 32
+
+
+def test_one_audit_row_per_request_under_load(gateway_project: Any, tmp_path: Path) -> None:
+    rng = random.Random(0)
+    texts = gateway_project.confident[:200] + gateway_project.unsure[:40]
+    with ReplayServer(gateway_project.records) as replay:
+        cfg = gateway_project.config(tmp_path, replay.base_url)
+        with Store(cfg.store_url()) as store:
+            key = create_key(store, "load")
+            with ServerThread(create_app(cfg, store=store)) as srv:
+                statuses: dict[str, int] = {}
+                ids: set[str] = set()
+
+                async def run() -> None:
+                    sem = asyncio.Semaphore(CONCURRENCY)
+                    limits = httpx.Limits(max_connections=CONCURRENCY)
+                    async with httpx.AsyncClient(base_url=srv.base_url, limits=limits, timeout=60,
+                                                 headers={"Authorization": f"Bearer {key.secret}"}) as c:
+                        async def one(i: int) -> None:
+                            body: dict[str, Any] = {"model": "downsize/news",
+                                                    "messages": [{"role": "user", "content": rng.choice(texts)}]}
+                            if i % 50 == 0:
+                                body["messages"] = []  # a 400 for a known task: audited too
+                            async with sem:
+                                r = await c.post("/chat/completions", json=body)
+                            key_ = r.headers.get("x-downsize-answered-by", str(r.status_code))
+                            statuses[key_] = statuses.get(key_, 0) + 1
+                            ids.add(r.headers["x-request-id"])
+
+                        await asyncio.gather(*(one(i) for i in range(N)))
+
+                asyncio.run(run())
+            # the server has stopped: its lifespan flushed the audit writer
+            with store.session() as s:
+                rows = s.scalar(select(func.count()).select_from(RequestLog).where(
+                    RequestLog.client_key_id == key.key_id))
+                distinct = s.scalar(select(func.count(func.distinct(RequestLog.request_id))).where(
+                    RequestLog.client_key_id == key.key_id))
+    assert len(ids) == N
+    assert rows == N and distinct == N, statuses
+    assert statuses.get("student", 0) > N // 2 and statuses.get("teacher", 0) > 0 and statuses.get("400") == N // 50

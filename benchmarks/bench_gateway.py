@@ -45,7 +45,7 @@ from downsize.demo import demo_data
 from downsize.keys import create_key
 from downsize.project import Project
 from downsize.replay import ReplayProcess
-from downsize.store import RequestLog, Store, SpotCheck
+from downsize.store import RequestLog, SpotCheck, Store
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"

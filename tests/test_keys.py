@@ -47,6 +47,10 @@ def test_key_ring_sees_new_and_revoked_keys_after_reload(tmp_store: Store) -> No
     ring = KeyRing(tmp_store, refresh_s=0.0)
     a = create_key(tmp_store, "a")
     assert ring.lookup(a.secret) is None and ring.stale()
+    assert ring.may_fetch(a.secret) and ring.fetch(a.secret) == a.key_id  # an unknown key, looked up once
+    assert ring.lookup(a.secret) == a.key_id
+    assert ring.may_fetch("dsk_unknown") and ring.fetch("dsk_unknown") is None
+    assert not ring.may_fetch("dsk_unknown")  # negative-cached for miss_ttl_s
     ring.reload()
     assert ring.lookup(a.secret) == a.key_id and len(ring) == 1
     assert ring.lookup(a.secret + "x") is None
@@ -69,3 +73,8 @@ def test_cli_create_list_revoke(tmp_path: Path) -> None:
     assert revoked.exit_code == 0 and f"revoked {key_id}" in revoked.stdout
     bad = runner.invoke(app, ["keys", "revoke", "key_00000000", "--config", str(cfg)])
     assert bad.exit_code == 1 and "no API key" in bad.output
+
+
+def test_key_ring_limits_store_lookups(tmp_store: Store) -> None:
+    ring = KeyRing(tmp_store, max_lookups_per_s=3)
+    assert [ring.may_fetch(f"dsk_{i}") for i in range(5)] == [True, True, True, False, False]

@@ -254,23 +254,23 @@ def _wait_idle(srv: ReplayProcess, timeout: float = 10.0) -> dict:  # type: igno
 
 
 def test_kill_mid_run_and_resume_pays_for_nothing_twice(tmp_path, reuters_rows) -> None:  # type: ignore[no-untyped-def]
-    n, workers = 160, 8
+    n, workers, latency_ms = 100, 4, 300
     texts, gold = reuters_rows[0][:n], reuters_rows[1][:n]
     data = _write_csv(tmp_path / "incoming.csv", ["text"], [[t] for t in texts])
-    with ReplayProcess(REUTERS_DEMO, latency_ms=250) as srv:
+    with ReplayProcess(REUTERS_DEMO, latency_ms=latency_ms) as srv:
         cfg = _config(tmp_path, srv.base_url, concurrency=workers)
         child = _child(cfg, data)
-        # Kill right after a batch of answers was received, while every worker waits on the
-        # server: any answer the child received is then recorded (the window between the two
-        # is under a millisecond), so nothing it got is paid for twice.
-        last, deadline = 0, time.monotonic() + 60
+        # SIGKILL at ~50 %, at a moment when every worker waits on the server and no answer
+        # is due for >= 60 ms: every answer the child received by then was recorded (the gap
+        # between the two is under a millisecond), so a resume must pay for nothing twice.
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and child.poll() is None:
             stats = srv.stats
-            if stats["requests"] >= n // 2 and stats["in_flight"] == workers and stats["requests"] != last:
+            if (stats["requests"] >= n // 2 and stats["in_flight"] == workers
+                    and stats["oldest_in_flight_ms"] <= latency_ms - 60):
                 os.kill(child.pid, signal.SIGKILL)
                 break
-            last = stats["requests"]
-            time.sleep(0.005)
+            time.sleep(0.002)
         assert child.wait(timeout=30) == -signal.SIGKILL, "the child finished before it could be killed"
         paid_before = _wait_idle(srv)["requests"]
         assert n // 2 <= paid_before < n

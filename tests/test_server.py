@@ -302,7 +302,7 @@ def test_spot_checks_run_in_the_background(gateway_project: Any, replay: ReplayS
 def test_teacher_down_falls_back_to_the_student(gateway_project: Any, tmp_path: Path) -> None:
     teacher = ReplayServer(gateway_project.records).start()
     cfg = gateway_project.config(tmp_path, teacher.base_url, server={"deadline_s": 3.0})
-    unsure = gateway_project.unsure[40:46]
+    unsure = gateway_project.unsure[12:18]
     with ServerThread(create_app(cfg, auth=False)) as srv:
         c = OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
         up = c.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user", "content": unsure[0]}])
@@ -327,7 +327,7 @@ def test_slow_teacher_hits_the_deadline(gateway_project: Any, tmp_path: Path) ->
             c = OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
             t0 = time.perf_counter()
             r = c.chat.completions.with_raw_response.create(
-                model=MODEL, messages=[{"role": "user", "content": gateway_project.unsure[50]}])
+                model=MODEL, messages=[{"role": "user", "content": gateway_project.unsure[20]}])
             assert time.perf_counter() - t0 < 2.0
             assert r.headers["x-downsize-answered-by"] == "student_fallback"
             assert "TeacherTimeout" in r.parse().model_extra["downsize"]["reason"]
@@ -346,7 +346,7 @@ def test_the_teacher_key_never_leaves(gateway_project: Any, fault_server: Any, t
     with caplog.at_level(logging.DEBUG), Store(cfg.store_url()) as st:
         with ServerThread(create_app(cfg, store=st, auth=False)) as srv:
             c = OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
-            for model, text in ((MODEL, gateway_project.unsure[60]), ("gpt-4o", "hello")):
+            for model, text in ((MODEL, gateway_project.unsure[22]), ("gpt-4o", "hello")):
                 try:
                     r = c.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": text}])
                     seen += [r.http_response.text, str(dict(r.headers))]

@@ -22,7 +22,7 @@ CONCURRENCY = 32
 
 def test_one_audit_row_per_request_under_load(gateway_project: Any, tmp_path: Path) -> None:
     rng = random.Random(0)
-    texts = gateway_project.confident[:200] + gateway_project.unsure[:40]
+    texts = gateway_project.confident[:200] + gateway_project.unsure[:25]
     with ReplayServer(gateway_project.records) as replay:
         cfg = gateway_project.config(tmp_path, replay.base_url)
         with Store(cfg.store_url()) as store:

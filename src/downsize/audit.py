@@ -31,7 +31,7 @@ from sqlalchemy import select
 from .cascade import Cascade, Decision
 from .config import TeacherConfig
 from .errors import DataError
-from .store import RequestLog, SpotCheck, Store, text_hash, utcnow
+from .store import RequestLog, Store, text_hash, utcnow
 
 __all__ = [
     "AuditWriter",

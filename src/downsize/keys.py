@@ -6,8 +6,9 @@ in ``downsize keys list``, in the audit log (``client_key_id``) and in ``keys re
 
 :class:`KeyRing` is the gateway's in-memory view of the active keys: a lookup is a hash and
 a dict access, with no database round trip; it is reloaded every few seconds (so that a
-revocation takes effect within ``refresh_s``) and at once, at most once a second, when an
-unknown key shows up (so that a key created a moment ago works immediately).
+revocation takes effect within ``refresh_s``); an unknown key is looked up in the store at
+once (so that a key created a moment ago works immediately), at most once a second per key
+and 20 times a second in all.
 """
 
 from __future__ import annotations
@@ -112,17 +113,23 @@ class KeyRing:
     ----------
     store : Store
     refresh_s : float
-        The ring is reloaded when older than this (call :meth:`maybe_reload` periodically).
-    miss_reload_s : float
-        An unknown key triggers a reload at most this often.
+        The ring is reloaded when older than this (revocations take effect within it).
+    miss_ttl_s : float
+        An unknown key is looked up in the store at most once per this interval.
+    max_lookups_per_s : float
+        Store lookups of unknown keys, at most, per second (all keys together).
     """
 
-    def __init__(self, store: Store, *, refresh_s: float = 5.0, miss_reload_s: float = 1.0) -> None:
+    def __init__(self, store: Store, *, refresh_s: float = 5.0, miss_ttl_s: float = 1.0,
+                 max_lookups_per_s: float = 20.0) -> None:
         self.store = store
         self.refresh_s = refresh_s
-        self.miss_reload_s = miss_reload_s
+        self.miss_ttl_s = miss_ttl_s
+        self.max_lookups_per_s = max_lookups_per_s
         self._by_hash: dict[str, str] = {}
         self._loaded_at = float("-inf")
+        self._misses: dict[str, float] = {}
+        self._lookups: list[float] = []
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -144,5 +151,29 @@ class KeyRing:
     def stale(self) -> bool:
         return time.monotonic() - self._loaded_at > self.refresh_s
 
-    def may_reload_on_miss(self) -> bool:
-        return time.monotonic() - self._loaded_at > self.miss_reload_s
+    def may_fetch(self, secret: str) -> bool:
+        """Whether an unknown key may be looked up in the store now (rate-limited, per key and overall)."""
+        now = time.monotonic()
+        h = hash_key(secret)
+        with self._lock:
+            if now - self._misses.get(h, float("-inf")) < self.miss_ttl_s:
+                return False
+            self._lookups = [t for t in self._lookups if now - t < 1.0]
+            if len(self._lookups) >= self.max_lookups_per_s:
+                return False
+            self._lookups.append(now)
+            if len(self._misses) > 10_000:
+                self._misses.clear()
+            self._misses[h] = now
+            return True
+
+    def fetch(self, secret: str) -> str | None:
+        """Look one key up in the store (blocking) and remember it if it is active."""
+        h = hash_key(secret)
+        with self.store.session() as s:
+            key_id = s.scalar(select(ApiKey.key_id).where(ApiKey.key_hash == h, ApiKey.revoked_at.is_(None)))
+        if key_id is not None:
+            with self._lock:
+                self._by_hash = {**self._by_hash, h: key_id}
+                self._misses.pop(h, None)
+        return key_id

@@ -52,6 +52,21 @@ def _text_of(content: Any) -> str | None:
     return None
 
 
+async def _sleep_unless_gone(request: Request, seconds: float) -> bool:
+    """Sleep; False as soon as the client disconnects (watching ``receive`` for it)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(gone())
+    try:
+        done, _ = await asyncio.wait({watcher}, timeout=seconds)
+    finally:
+        watcher.cancel()
+    return not done
+
+
 def _tokens(chars: int) -> int:
     return max(1, math.ceil(chars / 4))
 
@@ -86,7 +101,8 @@ def create_replay_app(
     -------
     FastAPI
         ``app.state.stats`` is ``{"requests": n, "by_status": {"200": n, ...},
-        "abandoned": n, "in_flight": n}``, also served at ``GET /stats``.
+        "abandoned": n, "in_flight": n}``; ``GET /stats`` (and :attr:`ReplayServer.stats`) add
+        ``oldest_in_flight_ms``, the age of the oldest request being answered.
     """
     for name, value in (("error_rate", error_rate), ("noise", noise)):
         if not 0.0 <= value <= 1.0:
@@ -98,6 +114,7 @@ def create_replay_app(
     rng = random.Random(seed)
     ids = itertools.count(1)
     stats: dict[str, Any] = {"requests": 0, "by_status": {}, "abandoned": 0, "in_flight": 0}
+    started: dict[int, float] = {}  # request number -> when it arrived (monotonic)
 
     def answer_for(text: str) -> str:
         label = records[text]
@@ -117,7 +134,7 @@ def create_replay_app(
         key = str(status)
         stats["by_status"][key] = stats["by_status"].get(key, 0) + 1
 
-    async def handle(request: Request) -> Response:
+    async def handle(request: Request, n: int) -> Response | None:
         try:
             payload = json.loads(await request.body())
         except ValueError:
@@ -125,8 +142,8 @@ def create_replay_app(
         messages = payload.get("messages") if isinstance(payload, dict) else None
         if not isinstance(messages, list) or not messages:
             return _err(400, "replay: 'messages' must be a non-empty list", "invalid_request_error", param="messages")
-        if latency_ms > 0:
-            await asyncio.sleep(latency_ms / 1000.0)
+        if latency_ms > 0 and not await _sleep_unless_gone(request, latency_ms / 1000.0):
+            return None
         if error_rate > 0 and rng.random() < error_rate:
             return _err(500, "replay: injected server error (--error-rate)", "server_error")
         text = None
@@ -153,7 +170,7 @@ def create_replay_app(
         content = json.dumps({"label": label}) if structured else label
         prompt_tokens, completion_tokens = _tokens(chars), _tokens(len(content))
         body = {
-            "id": f"chatcmpl-replay-{next(ids)}",
+            "id": f"chatcmpl-replay-{n}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": str(payload.get("model") or "replay"),
@@ -175,15 +192,18 @@ def create_replay_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
+        n = next(ids)
+        started[n] = time.monotonic()
         stats["in_flight"] += 1
         try:
-            resp = await handle(request)
+            resp = await handle(request, n)
         finally:
             stats["in_flight"] -= 1
-        if latency_ms > 0 and await request.is_disconnected():
-            stats["abandoned"] += 1  # the client went away: never delivered, never paid
-        else:
-            count(resp.status_code)
+            del started[n]
+        if resp is None:  # the client went away while we "thought": never answered, never paid
+            stats["abandoned"] += 1
+            return Response(status_code=499)
+        count(resp.status_code)
         return resp
 
     @app.get("/v1/models")
@@ -192,7 +212,14 @@ def create_replay_app(
 
     @app.get("/stats")
     async def get_stats() -> dict[str, Any]:
-        return {**stats, "by_status": dict(stats["by_status"])}
+        return snapshot()
+
+    def snapshot() -> dict[str, Any]:
+        oldest = min(started.values(), default=None)
+        age = 0.0 if oldest is None else (time.monotonic() - oldest) * 1000.0
+        return {**stats, "by_status": dict(stats["by_status"]), "oldest_in_flight_ms": age}
+
+    app.state.snapshot = snapshot
 
     return app
 
@@ -292,8 +319,8 @@ class ReplayServer(_ServerThread):
 
     @property
     def stats(self) -> dict[str, Any]:
-        s = self.app.state.stats
-        return {**s, "by_status": dict(s["by_status"])}
+        """Requests answered, by status; abandoned; in flight (as ``GET /stats``)."""
+        return self.app.state.snapshot()
 
 
 def serve_replay(

@@ -54,6 +54,7 @@ __all__ = [
 
 _MODEL_FILE = "model.skops"
 _VOCAB_FILE = "vocabulary.json"
+_CHAR_FILE = "char_ngrams.npz"
 # sklearn types skops does not trust by default that a student's model file may hold.
 _ALLOWED_TYPES = frozenset(
     {
@@ -420,26 +421,21 @@ class TfidfStudent(_Student):
     def _make_vectorizers(self) -> dict[str, Any]:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        vecs = {
+        from ._charngrams import CharNgramTfidf
+
+        vecs: dict[str, Any] = {
             "word": TfidfVectorizer(ngram_range=tuple(self.word_ngrams), sublinear_tf=True,
                                     min_df=self.min_df, max_features=self.max_features)
         }
         if self.char_ngrams is not None:
-            vecs["char"] = TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams),
-                                           sublinear_tf=True, min_df=self.min_df,
-                                           max_features=self.max_features)
+            vecs["char"] = CharNgramTfidf(ngram_range=tuple(self.char_ngrams), max_chars=self.char_max_chars,
+                                          min_df=self.min_df, max_features=self.max_features)
         return vecs
-
-    def _heads(self, X: list[str]) -> list[str]:
-        n = self.char_max_chars
-        return X if n is None else [t[:n] for t in X]
 
     def _features(self, X: list[str]) -> Any:
         import scipy.sparse as sp
 
-        mats = [self.vectorizers_["word"].transform(X)]
-        if "char" in self.vectorizers_:
-            mats.append(self.vectorizers_["char"].transform(self._heads(X)))
+        mats = [vec.transform(X) for vec in self.vectorizers_.values()]
         return sp.hstack(mats, format="csr") if len(mats) > 1 else mats[0]
 
     def _fit(self, X: list[str], y: np.ndarray, cv: int) -> None:
@@ -451,8 +447,8 @@ class TfidfStudent(_Student):
         mats = []
         for kind, vec in vecs.items():
             try:
-                mats.append(vec.fit_transform(X if kind == "word" else self._heads(X)))
-            except ValueError as exc:  # "empty vocabulary; perhaps the documents only contain stop words"
+                mats.append(vec.fit_transform(X))
+            except ValueError as exc:  # sklearn: "empty vocabulary; perhaps the documents only contain stop words"
                 raise StudentError(
                     f"no {kind} n-gram occurs in ≥ min_df={self.min_df} of the {len(X)} training texts "
                     f"({exc}); lower min_df or add data"
@@ -476,34 +472,38 @@ class TfidfStudent(_Student):
     def _files(self) -> dict[str, bytes]:
         # TfidfVectorizer.vocabulary_ is a dict that skops stores node by node (~400 B per
         # term): it goes to a plain JSON list instead (term i has column i).
-        vocab = {}
-        stripped = {}
-        for kind, vec in self.vectorizers_.items():
-            terms = sorted(vec.vocabulary_, key=vec.vocabulary_.__getitem__)
-            vocab[kind] = terms
-            light = copy.copy(vec)
-            del light.vocabulary_
-            stripped[kind] = light
-        model = dump_skops({"vectorizers": stripped, "model": self.model_})
-        return {
-            _MODEL_FILE: model,
-            _VOCAB_FILE: json.dumps(vocab, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+        word = self.vectorizers_["word"]
+        light = copy.copy(word)
+        del light.vocabulary_
+        terms = sorted(word.vocabulary_, key=word.vocabulary_.__getitem__)
+        files = {
+            _MODEL_FILE: dump_skops({"word": light, "model": self.model_}),
+            _VOCAB_FILE: json.dumps(terms, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
         }
+        if "char" in self.vectorizers_:
+            files[_CHAR_FILE] = self.vectorizers_["char"].to_bytes()
+        return files
 
     def _restore(self, blobs: dict[str, bytes], manifest: dict[str, Any], directory: Path) -> None:
-        for f in (_MODEL_FILE, _VOCAB_FILE):
+        from ._charngrams import CharNgramTfidf
+
+        needed = [_MODEL_FILE, _VOCAB_FILE] + ([_CHAR_FILE] if self.char_ngrams is not None else [])
+        for f in needed:
             if f not in blobs:
                 raise CorruptArtifactError(f"{directory / 'manifest.json'}: does not list {f}")
         obj = load_skops(blobs[_MODEL_FILE], allowed=_ALLOWED_TYPES, where=directory / _MODEL_FILE)
         try:
-            vocab = json.loads(blobs[_VOCAB_FILE].decode("utf-8"))
-            vecs = obj["vectorizers"]
-            for kind, vec in vecs.items():
-                vec.vocabulary_ = {t: i for i, t in enumerate(vocab[kind])}
-            self.vectorizers_ = vecs
+            word = obj["word"]
+            word.vocabulary_ = {t: i for i, t in enumerate(json.loads(blobs[_VOCAB_FILE].decode("utf-8")))}
+            vecs: dict[str, Any] = {"word": word}
+            if self.char_ngrams is not None:
+                params = {"ngram_range": self.char_ngrams, "max_chars": self.char_max_chars,
+                          "min_df": self.min_df, "max_features": self.max_features}
+                vecs["char"] = CharNgramTfidf.from_bytes(blobs[_CHAR_FILE], params)
             self.model_ = obj["model"]
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:
             raise CorruptArtifactError(f"{directory}: the saved TF-IDF student is incomplete ({exc!r})") from None
+        self.vectorizers_ = vecs
         self.n_features_ = sum(len(v.vocabulary_) for v in vecs.values())
 
 
@@ -594,14 +594,14 @@ class MiniLMStudent(_Student):
         from ._encoder import model_info
 
         info = model_info()  # raises the install hint when the extra is missing
-        vectors = self.encoder.encode(X)
+        vectors = self.encoder.encode(X).astype(np.float64)  # float64 probabilities sum to 1 exactly
         head = _calibrated(LogisticRegression(C=self.C, max_iter=2000, random_state=self.random_state),
                            self.calibration, cv, self.random_state).fit(vectors, y)
         self.head_ = head
         self.encoder_info_ = {k: info[k] for k in ("model_id", "package_version", "onnx_sha256", "tokenizer_sha256")}
 
     def _proba(self, X: list[str]) -> np.ndarray:
-        return self.head_.predict_proba(self.encoder.encode(X))
+        return self.head_.predict_proba(self.encoder.encode(X).astype(np.float64))
 
     def _inner_classes(self) -> np.ndarray:
         return self.head_.classes_

@@ -1,5 +1,5 @@
 """Dependencies of the routes, as ``Annotated`` aliases: the gateway, and the authenticated,
-rate-limited client."""
+rate-limited client (which carries the gateway, so a route needs one dependency, not two)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ._limits import retry_after_header
 __all__ = ["GatewayDep", "ClientDep", "Client", "get_gateway", "authenticate"]
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     gw = getattr(request.app.state, "gateway", None)
     if gw is None:  # only if the lifespan did not run
         raise ApiError(503, "the gateway is not started", code="not_ready")
@@ -27,13 +27,14 @@ GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 @dataclass(frozen=True)
 class Client:
-    """Who is calling: the API key's id (None without auth) and the rate-limit bucket."""
+    """Who is calling (the API key's id, None without auth; the rate-limit bucket) and the gateway."""
 
     key_id: str | None
     bucket: str
+    gateway: Gateway
 
 
-async def authenticate(request: Request, gw: GatewayDep) -> Client:
+async def authenticate(request: Request) -> Client:
     """``Authorization: Bearer <key>`` (unless auth is off), then the per-key token bucket.
 
     Raises
@@ -41,6 +42,7 @@ async def authenticate(request: Request, gw: GatewayDep) -> Client:
     ApiError
         401 without a valid, unrevoked key; 429 with ``Retry-After`` over the rate limit.
     """
+    gw = await get_gateway(request)
     if gw.auth:
         header = request.headers.get("authorization", "")
         scheme, _, secret = header.partition(" ")
@@ -49,14 +51,12 @@ async def authenticate(request: Request, gw: GatewayDep) -> Client:
             raise ApiError(401, "no API key: send 'Authorization: Bearer <key>' (create one with "
                            "`downsize keys create NAME`)", code="invalid_api_key")
         gw.refresh_keys_soon()
-        key_id = gw.keyring.lookup(secret)
-        if key_id is None and await gw.reload_keys_on_miss():
-            key_id = gw.keyring.lookup(secret)
+        key_id = gw.keyring.lookup(secret) or await gw.fetch_key(secret)
         if key_id is None:
             raise ApiError(401, "invalid or revoked API key", code="invalid_api_key")
-        client = Client(key_id, key_id)
+        client = Client(key_id, key_id, gw)
     else:
-        client = Client(None, request.client.host if request.client else "anonymous")
+        client = Client(None, request.client.host if request.client else "anonymous", gw)
     wait = gw.limiter.take(client.bucket)
     if wait:
         raise ApiError(429, f"rate limit of {gw.limiter.per_minute} requests per minute exceeded for "

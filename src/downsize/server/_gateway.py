@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -313,6 +314,7 @@ class Gateway:
         self._bg: set[asyncio.Task[Any]] = set()
         self._key_reload: asyncio.Task[bool] | None = None
         self._rng = random.Random()
+        self._ids = random.Random(os.urandom(32))  # seeded in this process (workers never share a sequence)
         self._health: dict[str, dict[str, Any]] = {}
         self._probe_locks: dict[str, asyncio.Lock] = {}
         self._probe_client = httpx.AsyncClient(timeout=self.probe_timeout_s, trust_env=False)
@@ -408,6 +410,10 @@ class Gateway:
             self.store.close()
 
     # -- helpers for the routes -----------------------------------------------------------
+    def new_id(self, prefix: str) -> str:
+        """A request id: ``prefix`` + 32 random hex digits (cheaper than uuid4's system call)."""
+        return f"{prefix}{self._ids.getrandbits(128):032x}"
+
     def redact(self, text: str) -> str:
         """``text`` with every teacher API key replaced by ``***``."""
         for s in self._secrets:
@@ -420,9 +426,15 @@ class Gateway:
         if self.keyring.stale() and (self._key_reload is None or self._key_reload.done()):
             self._key_reload = asyncio.create_task(self._reload_keys())
 
-    async def reload_keys_on_miss(self) -> bool:
-        """Reload at once for an unknown key (at most once a second); True if reloaded."""
-        return self.keyring.may_reload_on_miss() and await self._reload_keys()
+    async def fetch_key(self, secret: str) -> str | None:
+        """Look an unknown key up in the store (rate-limited): a key created a moment ago works."""
+        if not self.keyring.may_fetch(secret):
+            return None
+        try:
+            return await asyncio.to_thread(self.keyring.fetch, secret)
+        except Exception as exc:
+            log.error("could not look up an API key: %s", self.redact(str(exc)))
+            return None
 
     async def _reload_keys(self) -> bool:
         try:

@@ -75,6 +75,7 @@ class Metrics:
         self.teacher_up = Gauge("downsize_teacher_up", "1 if the teacher answered the last health probe.",
                                 ["teacher"], registry=r)
         self.cascade_counts: dict[str, list[int]] = {}
+        self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.audit_stats: Callable[[], tuple[dict[str, int], int]] | None = None
         r.register(_Derived(self))
 
@@ -82,18 +83,24 @@ class Metrics:
                 teacher_only: float = 0.0, student_s: float | None = None, teacher_s: float | None = None,
                 purpose: str = "answer") -> None:
         t = task or PASSTHROUGH
-        self.requests.labels(t, answered_by).inc()
-        self.latency.labels(t, answered_by).observe(latency_s)
+        key = (t, answered_by)
+        kids = self._children.get(key)
+        if kids is None:  # labelled children, looked up once per (task, answered_by)
+            kids = self._children[key] = (self.requests.labels(t, answered_by), self.latency.labels(t, answered_by),
+                                          self.student_latency.labels(t), self.teacher_latency.labels(t),
+                                          self.teacher_only_cost.labels(t), self.saved.labels(t))
+        kids[0].inc()
+        kids[1].observe(latency_s)
         if student_s is not None:
-            self.student_latency.labels(t).observe(student_s)
+            kids[2].observe(student_s)
         if teacher_s is not None:
-            self.teacher_latency.labels(t).observe(teacher_s)
+            kids[3].observe(teacher_s)
         if cost:
             self.teacher_cost.labels(t, purpose).inc(cost)
         if teacher_only:
-            self.teacher_only_cost.labels(t).inc(teacher_only)
+            kids[4].inc(teacher_only)
             if teacher_only > cost:
-                self.saved.labels(t).inc(teacher_only - cost)
+                kids[5].inc(teacher_only - cost)
         if task is not None and answered_by in ("student", "teacher", "student_fallback"):
             c = self.cascade_counts.setdefault(task, [0, 0])
             c[0] += 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,7 +16,7 @@ from ...cascade import Decision
 from ...errors import TeacherError
 from ...store import text_hash
 from .._body import check_text, content_text, dumps, parse_json, validate
-from .._deps import Client, ClientDep, GatewayDep
+from .._deps import Client, ClientDep
 from .._errors import ApiError, teacher_error
 from .._gateway import DEADLINE, Gateway, TaskRuntime
 from .._schemas import ChatCompletion, ChatCompletionRequest, ErrorBody
@@ -85,7 +84,7 @@ def _usage(d: Decision) -> dict[str, int]:
         "application/json": {"schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")}
     }}},
 )
-async def chat_completions(request: Request, gw: GatewayDep, client: ClientDep) -> Response:
+async def chat_completions(request: Request, client: ClientDep) -> Response:
     """Answer ``downsize/<task>`` with the task's label; pass any other model to the default teacher.
 
     The label is the message content (or ``{"label": ...}`` when ``response_format`` asks for
@@ -93,7 +92,8 @@ async def chat_completions(request: Request, gw: GatewayDep, client: ClientDep) 
     say who answered, how sure the student was and what the answer cost.
     """
     t0 = time.perf_counter()
-    rid = "chatcmpl-" + uuid.uuid4().hex
+    gw = client.gateway
+    rid = gw.new_id("chatcmpl-")
     body = await request.body()
     rt: TaskRuntime | None = None
     model = ""

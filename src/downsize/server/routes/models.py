@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from .._body import dumps
-from .._deps import ClientDep, GatewayDep
+from .._deps import ClientDep
 from .._errors import ApiError
 from .._gateway import Gateway
 from .._schemas import ErrorBody, ModelCard, ModelList
@@ -29,7 +29,8 @@ def _cards(gw: Gateway) -> list[dict[str, Any]]:
 
 
 @router.get("", response_model=ModelList, summary="List models")
-async def list_models(gw: GatewayDep, client: ClientDep) -> Response:
+async def list_models(client: ClientDep) -> Response:
+    gw = client.gateway
     if gw.default_teacher is not None:
         await gw.probe_teacher(gw.default_teacher.name)  # cached; fills in the teacher's own list
     return Response(dumps({"object": "list", "data": _cards(gw)}), media_type="application/json")
@@ -37,7 +38,8 @@ async def list_models(gw: GatewayDep, client: ClientDep) -> Response:
 
 @router.get("/{model:path}", response_model=ModelCard, responses={404: {"model": ErrorBody}},
             summary="Retrieve a model")
-async def get_model(model: str, gw: GatewayDep, client: ClientDep) -> Response:
+async def get_model(model: str, client: ClientDep) -> Response:
+    gw = client.gateway
     for card in _cards(gw):
         if card["id"] == model:
             return Response(dumps(card), media_type="application/json")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,7 +14,7 @@ from ...cascade import Decision
 from ...errors import TeacherError
 from ...store import text_hash
 from .._body import check_text, dumps, parse_json, validate
-from .._deps import ClientDep, GatewayDep
+from .._deps import ClientDep
 from .._errors import ApiError, teacher_error
 from .._gateway import DEADLINE
 from .._schemas import ErrorBody, PredictRequest, PredictResponse
@@ -33,14 +32,15 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": PredictRequest.model_json_schema()}}}},
 )
-async def predict(task: str, request: Request, gw: GatewayDep, client: ClientDep) -> Response:
+async def predict(task: str, request: Request, client: ClientDep) -> Response:
     """Per input: label, confidence, answered_by, latency_ms, cost_usd (and ``error`` if it failed).
 
     Inputs are answered concurrently (the student scores them in one batch); each gets its
     own audit row, with request id ``<id>.<index>``.
     """
+    gw = client.gateway
     t0 = time.perf_counter()
-    rid = "pred-" + uuid.uuid4().hex
+    rid = gw.new_id("pred-")
     rt = gw.tasks.get(task)
     if rt is None:
         known = ", ".join(gw.tasks) or "none"

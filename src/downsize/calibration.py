@@ -1,0 +1,358 @@
+"""A confidence threshold with a finite-sample guarantee (Learn-then-Test).
+
+The student answers a request itself when its confidence is at least a threshold λ and
+hands it to the teacher otherwise. :class:`ThresholdCalibrator` picks λ on a held-out
+calibration set so that, with probability at least 1 − δ over that set, the *selective
+risk* — the share of answered requests on which the student disagrees with the reference
+labels — is at most α (Angelopoulos, Bates, Candès, Jordan & Lei, "Learn then Test",
+2021).
+
+Method
+------
+Candidate thresholds are the distinct calibration scores, ordered from the most confident
+down. For a candidate λ that answers ``n_λ`` calibration points with ``k_λ`` errors among
+them, the null hypothesis "selective risk at λ > α" gets the exact binomial p-value
+``P(Binom(n_λ, α) ≤ k_λ)``: given ``n_λ``, the answered points are an i.i.d. sample of
+the requests with score ≥ λ, so ``k_λ`` is binomial with the true selective risk, and the
+p-value is super-uniform under the null (this is the one-sided Clopper–Pearson test).
+Hypotheses are tested at level δ in that fixed sequence and the sequence stops at the
+first non-rejection (fixed-sequence testing controls the family-wise error at δ without
+any multiplicity correction); λ̂ is the lowest threshold rejected before that.
+
+Candidates answering fewer than ``min_answered`` points are not tested: with a handful of
+points even zero errors cannot reject, and a single unlucky error among the first few
+hundred would end the sequence for good. Because which candidates are skipped depends
+only on how many points each answers — never on the errors — the family-wise guarantee
+is unaffected. Using the calibration scores themselves as candidates is equivalent to
+fixed-sequence testing over an arbitrarily fine fixed grid (the p-value only changes at
+calibration scores), so the guarantee holds for λ̂ itself.
+
+``bound="hoeffding_bentkus"`` uses the Hoeffding–Bentkus p-value of the LTT paper
+(valid for any loss in [0, 1], more conservative here); the binomial is exact for 0/1
+disagreement and is the default.
+
+Why not MAPIE
+-------------
+MAPIE 1.x's ``mapie.risk_control`` (``BinaryClassificationController`` with
+``fwer_method="fixed_sequence"``) implements LTT for *binary classifiers' decision
+thresholds*: it needs the classifier's ``predict_proba`` and the raw features, thresholds
+a fixed grid (``np.linspace(0, 0.99, 100)`` by default), uses Hoeffding–Bentkus p-values,
+and picks among valid thresholds by a secondary objective. Selective risk of a multi-class
+student on precomputed confidences, with exact binomial p-values on the distinct scores,
+is about forty lines with ``scipy.stats``; a dependency adds nothing but weight.
+
+Assumptions
+-----------
+The calibration points and future requests are **exchangeable** (for instance i.i.d. draws
+from the same traffic). Drift in the traffic voids the guarantee: recalibrate on recent
+data. The guarantee is **relative to the reference labels** used for calibration — the
+teacher's answers (then it bounds disagreement with the teacher, not errors against the
+truth) or human gold labels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.base import BaseEstimator
+
+from .errors import CalibrationError, NotFittedError
+
+__all__ = ["ThresholdCalibrator", "clopper_pearson", "min_calibration_size"]
+
+_BOUNDS = ("binomial", "hoeffding_bentkus")
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided Clopper–Pearson (exact binomial) interval for ``k`` successes in ``n`` trials.
+
+    Examples
+    --------
+    >>> lo, hi = clopper_pearson(0, 10, 0.95)
+    >>> lo, round(hi, 4)
+    (0.0, 0.3085)
+    """
+    if not (isinstance(n, (int, np.integer)) and n >= 1 and 0 <= k <= n):
+        raise ValueError(f"clopper_pearson needs integers 0 ≤ k ≤ n and n ≥ 1, got k={k}, n={n}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    tail = (1 - confidence) / 2
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(tail, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1 - tail, k + 1, n - k))
+    return lo, hi
+
+
+def min_calibration_size(alpha: float, delta: float) -> int:
+    """Smallest n for which answering n points with zero errors passes: ``(1-α)^n ≤ δ``.
+
+    >>> min_calibration_size(0.02, 0.05)
+    149
+    """
+    _check_level(alpha, "alpha")
+    _check_level(delta, "delta")
+    n = math.ceil(math.log(delta) / math.log1p(-alpha))
+    while (1 - alpha) ** n > delta:  # guard against rounding in the logarithms
+        n += 1
+    while n > 1 and (1 - alpha) ** (n - 1) <= delta:
+        n -= 1
+    return n
+
+
+def _check_level(x: Any, name: str) -> None:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.floating)) or not 0 < x < 1:
+        raise CalibrationError(f"{name} must be a number strictly between 0 and 1, got {x!r}")
+
+
+def _p_values(k: np.ndarray, n: np.ndarray, alpha: float, bound: str) -> np.ndarray:
+    """p-values of H0 "selective risk > alpha" for k errors among n answered points."""
+    binom = stats.binom.cdf(k, n, alpha)
+    if bound == "binomial":
+        return binom
+    # Hoeffding–Bentkus (LTT, Prop. 3): min(exp(-n h1(r̂ ∧ α, α)), e · P(Binom(n, α) ≤ ⌈n r̂⌉))
+    r = np.minimum(k / n, alpha)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h1 = np.where(r > 0, r * np.log(r / alpha), 0.0) + (1 - r) * np.log((1 - r) / (1 - alpha))
+    return np.minimum(np.minimum(np.exp(-n * h1), math.e * binom), 1.0)
+
+
+def _risk_upper(k: int, n: int, delta: float, bound: str) -> float:
+    """One-sided (1-δ) upper confidence bound of the risk: the smallest α the test would pass."""
+    if k >= n:
+        return 1.0
+    if bound == "binomial":
+        return float(stats.beta.ppf(1 - delta, k + 1, n - k))
+    from scipy.optimize import brentq
+
+    def f(a: float) -> float:
+        return float(_p_values(np.array([k]), np.array([n]), a, bound)[0]) - delta
+
+    lo = k / n + 1e-12
+    return float(brentq(f, lo, 1 - 1e-12)) if f(1 - 1e-12) < 0 < f(lo) else 1.0
+
+
+def _pct(x: float) -> str:
+    v = 100 * x
+    if v == 0 or v >= 10 or float(f"{v:.0f}") == v:
+        return f"{v:.0f}"
+    return f"{v:.1f}" if v >= 1 else f"{v:.2g}"
+
+
+def _fmt_threshold(t: float) -> str:
+    """Threshold rounded down to 2 decimals, with more digits while they are all nines."""
+    digits = 2
+    while digits < 6 and t < 1 and math.floor(t * 10**digits) == 10**digits - 1:
+        digits += 1
+    text = f"{math.floor(t * 10**digits) / 10**digits:.{digits}f}"
+    return text.rstrip("0") if len(text) > 4 and text.endswith("0") else text
+
+
+class ThresholdCalibrator(BaseEstimator):
+    """Pick the lowest confidence threshold whose selective risk is provably ≤ α.
+
+    With probability at least ``1 - delta`` over the calibration sample, the share of
+    requests answered locally (confidence ≥ ``threshold_``) on which the student disagrees
+    with the reference labels is at most ``alpha`` — assuming calibration data and future
+    requests are exchangeable (e.g. i.i.d. from the same traffic). The guarantee is
+    relative to the reference labels given to ``fit``: the teacher's labels bound
+    disagreement with the teacher; gold labels bound errors. See the module docstring for
+    the method (Learn-then-Test with fixed-sequence testing and exact binomial p-values).
+
+    Parameters
+    ----------
+    alpha : float, default=0.1
+        Largest acceptable selective risk (disagreement rate among answered requests).
+    delta : float, default=0.05
+        Allowed probability that the calibration sample misleads (1 - confidence).
+    bound : {"binomial", "hoeffding_bentkus"}, default="binomial"
+        p-value of each test: exact binomial tail, or the LTT paper's Hoeffding–Bentkus.
+    min_answered : int, float or None, default=None
+        Thresholds answering fewer calibration points are not tested (the sequence starts
+        below them). An int is a count; a float in (0, 1) a share of the calibration set;
+        ``None`` means ``max(min_calibration_size(alpha, delta), ceil(0.1 * n))``. A larger
+        value makes the result less sensitive to a stray confident error, at the price of
+        never answering less than that share of traffic. λ̂ is monotone in ``alpha`` as long
+        as this count does not depend on ``alpha``.
+
+    Attributes
+    ----------
+    threshold_ : float or None
+        λ̂: answer locally when confidence ≥ λ̂. ``None`` when no threshold qualifies: then
+        every request goes to the teacher.
+    coverage_ : float
+        Share of calibration points with confidence ≥ λ̂ (0.0 when ``threshold_`` is None).
+    coverage_interval_ : (float, float)
+        Clopper–Pearson interval of the coverage at confidence ``1 - delta``.
+    n_ : int
+        Calibration points.
+    n_answered_ : int
+        Calibration points at or above λ̂.
+    errors_answered_ : int
+        Disagreements among them.
+    risk_upper_ : float or None
+        One-sided ``1 - delta`` upper confidence bound of the selective risk at λ̂ (from the
+        same bound as the tests; ≤ alpha by construction).
+    start_answered_ : int
+        Answered count of the first tested threshold (see ``min_answered``).
+    curve_ : list of dict
+        Per candidate λ, most confident first: ``threshold``, ``n_answered``, ``errors``,
+        ``coverage``, ``risk`` (empirical), ``p_value``, ``tested``, ``rejected``.
+    guarantee_ : str
+        The guarantee in one plain-English sentence.
+
+    Raises
+    ------
+    CalibrationError
+        From ``fit``: invalid parameters or inputs, or fewer calibration points than even
+        an error-free student needs, ``n < log(delta) / log(1 - alpha)`` (quoted).
+
+    References
+    ----------
+    Angelopoulos, Bates, Candès, Jordan, Lei (2021). Learn then Test: Calibrating
+    Predictive Algorithms to Achieve Risk Control. arXiv:2110.01052.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> scores = rng.uniform(size=2000)
+    >>> correct = rng.uniform(size=2000) > 0.3 * (1 - scores) ** 2   # errors rarer when confident
+    >>> cal = ThresholdCalibrator(alpha=0.05, delta=0.05).fit(scores, correct)
+    >>> 0.2 < cal.threshold_ < 0.6 and cal.risk_upper_ <= 0.05
+    True
+    >>> cal.predict([0.99, 0.01]).tolist()
+    [True, False]
+    """
+
+    def __init__(self, *, alpha: float = 0.1, delta: float = 0.05, bound: str = "binomial",
+                 min_answered: int | float | None = None) -> None:
+        self.alpha = alpha
+        self.delta = delta
+        self.bound = bound
+        self.min_answered = min_answered
+
+    def _check_params(self, n: int) -> int:
+        _check_level(self.alpha, "alpha")
+        _check_level(self.delta, "delta")
+        if self.bound not in _BOUNDS:
+            raise CalibrationError(f"bound must be one of {', '.join(_BOUNDS)}, got {self.bound!r}")
+        floor = min_calibration_size(self.alpha, self.delta)
+        m = self.min_answered
+        if m is None:
+            start = max(floor, math.ceil(0.1 * n))
+        elif isinstance(m, (int, np.integer)) and not isinstance(m, bool) and m >= 1:
+            start = max(floor, int(m))
+        elif isinstance(m, float) and 0 < m < 1:
+            start = max(floor, math.ceil(m * n))
+        else:
+            raise CalibrationError(f"min_answered must be None, an int ≥ 1 or a float in (0, 1), got {m!r}")
+        return start
+
+    def fit(self, scores: Any, correct: Any) -> ThresholdCalibrator:
+        """Calibrate on the student's confidences and whether each answer matched the reference.
+
+        Parameters
+        ----------
+        scores : array-like of float, shape (n,)
+            The student's confidence on each held-out calibration point.
+        correct : array-like of bool, shape (n,)
+            Whether the student's label agreed with the reference label.
+
+        Returns
+        -------
+        self
+        """
+        s = np.asarray(scores, dtype=float).ravel() if not isinstance(scores, str) else None
+        if s is None:
+            raise CalibrationError("scores must be an array of numbers")
+        c_raw = np.asarray(correct).ravel()
+        if len(s) != len(c_raw):
+            raise CalibrationError(f"scores has {len(s)} values but correct has {len(c_raw)}")
+        if not np.all(np.isfinite(s)):
+            bad = int(np.flatnonzero(~np.isfinite(s))[0])
+            raise CalibrationError(f"scores[{bad}] is {s[bad]}; scores must be finite")
+        if c_raw.dtype != bool:
+            if not np.isin(c_raw, (0, 1)).all():
+                raise CalibrationError("correct must hold booleans (or 0/1): whether each answer matched the reference")
+        c = c_raw.astype(bool)
+        n = len(s)
+        start = self._check_params(n)
+        floor = min_calibration_size(self.alpha, self.delta)
+        if n < floor:
+            raise CalibrationError(
+                f"{n} calibration points are too few for alpha={self.alpha:g}, delta={self.delta:g}: even "
+                f"answering all of them with zero errors gives p = (1 - alpha)^n = {(1 - self.alpha) ** n:.3g} > delta. "
+                f"Need n ≥ log(delta)/log(1 - alpha) = {floor} (label {floor - n} more), or relax alpha/delta"
+            )
+
+        order = np.argsort(-s, kind="stable")
+        s_sorted, err_sorted = s[order], ~c[order]
+        cum_err = np.cumsum(err_sorted)
+        # last index of each run of equal scores: candidate λ = that score, answering idx+1 points
+        last = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
+        lam = s_sorted[last]
+        n_ans = last + 1
+        k = cum_err[last]
+        p = _p_values(k, n_ans, self.alpha, self.bound)
+
+        # fixed-sequence testing: from the first candidate answering ≥ start points, downwards,
+        # until the first p-value above delta
+        tested = n_ans >= min(start, n)
+        first = int(np.argmax(tested))  # candidates are in increasing n_ans: tested is a suffix
+        fails = np.flatnonzero(p[first:] > self.delta)
+        stop = first + int(fails[0]) if len(fails) else len(lam)  # index of the first non-rejection
+        tested[stop + 1 :] = False
+        rejected = np.zeros(len(lam), dtype=bool)
+        rejected[first:stop] = True
+        chosen = stop - 1 if stop > first else None
+
+        self.n_ = n
+        self.start_answered_ = int(min(start, n))
+        self.curve_ = [
+            {"threshold": float(lam[i]), "n_answered": int(n_ans[i]), "errors": int(k[i]),
+             "coverage": float(n_ans[i] / n), "risk": float(k[i] / n_ans[i]), "p_value": float(p[i]),
+             "tested": bool(tested[i]), "rejected": bool(rejected[i])}
+            for i in range(len(lam))
+        ]
+        if chosen is None:
+            self.threshold_ = None
+            self.n_answered_ = 0
+            self.errors_answered_ = 0
+            self.coverage_ = 0.0
+            self.coverage_interval_ = (0.0, 0.0)
+            self.risk_upper_ = None
+        else:
+            self.threshold_ = float(lam[chosen])
+            self.n_answered_ = int(n_ans[chosen])
+            self.errors_answered_ = int(k[chosen])
+            self.coverage_ = self.n_answered_ / n
+            self.coverage_interval_ = clopper_pearson(self.n_answered_, n, 1 - self.delta)
+            self.risk_upper_ = _risk_upper(self.errors_answered_, self.n_answered_, self.delta, self.bound)
+        self.guarantee_ = self._sentence()
+        return self
+
+    def _sentence(self) -> str:
+        conf = _pct(1 - self.delta)
+        a = _pct(self.alpha)
+        if self.threshold_ is None:
+            return (
+                f"No confidence threshold qualifies: on {self.n_:,} calibration requests the student could not be "
+                f"shown to disagree with the reference on at most {a} % of the requests it answers "
+                f"(at {conf} % confidence), so every request goes to the teacher."
+            )
+        lo, hi = self.coverage_interval_
+        return (
+            f"With probability ≥ {conf} % over the calibration sample, the student disagrees with the reference "
+            f"on at most {a} % of the requests it answers (confidence ≥ {_fmt_threshold(self.threshold_)}); "
+            f"it answered {_pct(self.coverage_)} % ({_pct(lo)}–{_pct(hi)} %) of {self.n_:,} calibration requests."
+        )
+
+    def predict(self, scores: Any) -> np.ndarray:
+        """Boolean mask: True where the student answers locally (score ≥ ``threshold_``)."""
+        if not hasattr(self, "guarantee_"):
+            raise NotFittedError("this ThresholdCalibrator is not fitted yet: call fit(scores, correct) first")
+        s = np.asarray(scores, dtype=float)
+        if self.threshold_ is None:
+            return np.zeros(s.shape, dtype=bool)
+        return s >= self.threshold_

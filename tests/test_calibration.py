@@ -26,7 +26,7 @@ def _smooth(s: np.ndarray) -> np.ndarray:
 
 
 def _spiky(s: np.ndarray) -> np.ndarray:
-    """Adversarial, non-monotone: the most confident 10 % are wrong 60 % of the time."""
+    """Non-monotone: the most confident 10 % are wrong 60 % of the time."""
     return np.where(s >= 0.9, 0.6, 0.01)
 
 
@@ -65,16 +65,19 @@ def test_guarantee_holds_over_resplits(bound: str) -> None:
 
 
 def test_guarantee_holds_when_the_sequence_starts_in_a_bad_region() -> None:
-    """Non-monotone risk, first tested threshold inside the region where the null is true."""
+    """Non-monotone risk: the most confident 5 % are wrong 30 % of the time, so the first
+    tested threshold (30 % coverage) has risk 0.067, just above alpha = 0.06 (true null)."""
+
+    def p_err(s: np.ndarray) -> np.ndarray:
+        return np.where(s >= 0.95, 0.3, 0.02)
 
     def risk(lam: float) -> float:
-        top = 0.6 * (1 - max(lam, 0.9))
-        rest = 0.01 * max(0.9 - lam, 0.0)
-        return (top + rest) / (1 - lam)
+        return (0.3 * (1 - max(lam, 0.95)) + 0.02 * max(0.95 - lam, 0.0)) / (1 - lam)
 
-    true_rate, _, _ = _violation_rate(_spiky, risk, alpha=0.1, delta=0.1, n=800, runs=300, seed=2,
-                                      min_answered=0.3)
-    assert true_rate <= 0.1 + 3 * math.sqrt(0.1 * 0.9 / 300), true_rate
+    true_rate, fresh_rate, _ = _violation_rate(p_err, risk, alpha=0.06, delta=0.1, n=1000, runs=300, seed=2,
+                                               min_answered=0.3)
+    slack = 3 * math.sqrt(0.1 * 0.9 / 300)
+    assert true_rate <= 0.1 + slack and fresh_rate <= 0.1 + slack + 0.02, (true_rate, fresh_rate)
 
 
 def test_monotone_in_alpha() -> None:

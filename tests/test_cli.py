@@ -26,7 +26,7 @@ def test_init_then_status(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "tickets" in r.output
     r = runner.invoke(app, ["init", str(cfg)])
-    assert r.exit_code == 1 and "already exists" in r.output
+    assert r.exit_code == 2 and "already exists" in r.output
 
 
 def test_config_error_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from rich.console import Console
 from sqlalchemy import func, select
 
 from conftest import R8_LABELS, REUTERS_DEMO
-from downsize.config import Config, TaskConfig, TeacherConfig, load_config
+from downsize.config import TaskConfig, load_config
 from downsize.errors import DataError
 from downsize.labeling import LabelSummary, label_file, label_texts
 from downsize.replay import ReplayProcess, ReplayServer

@@ -358,7 +358,7 @@ def test_api_key_never_appears_in_errors_reprs_or_logs(fault_server, caplog, mon
 
     run(go())
     assert plan.headers[0]["authorization"] == f"Bearer {key}"  # it was sent...
-    assert key not in caplog.text  # ...and never logged
+    assert "HTTP 500; retry 1/3" in caplog.text and key not in caplog.text  # ...and never logged
 
     monkeypatch.setenv("MY_TEACHER_KEY", key)
     cfg = TeacherConfig(base_url=plan.base_url, model="m", api_key_env="MY_TEACHER_KEY")
@@ -530,3 +530,21 @@ def test_falls_back_to_json_object_schema_when_json_schema_is_rejected(fault_ser
     assert a.http_requests == 2 and b.http_requests == 1
     with tmp_store.session() as s:
         assert s.scalar(select(func.count()).select_from(TeacherCall)) == 2  # the rejection was not paid
+
+
+def test_transport_is_injectable_and_missing_usage_is_estimated() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": "billing"}}]})
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with AsyncTeacher("http://teacher.invalid/v1", model="m", transport=httpx.MockTransport(handler)) as t:
+            return await t.classify("x" * 40, task_name="tickets", task=TASK)
+
+    ans = run(go())
+    assert ans.label == "billing" and ans.call_id is None and not ans.cached  # no store: nothing recorded
+    assert str(seen[0].url) == "http://teacher.invalid/v1/chat/completions"
+    assert ans.input_tokens == sum(-(-len(m["content"]) // 4) + 4 for m in build_messages(TASK, "x" * 40))
+    assert ans.output_tokens == 2  # "billing" is 7 chars: no usage reported, so estimated

@@ -3,8 +3,8 @@ cascade → eval, plus the bad-input paths of train/calibrate/predict/eval."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
-import gzip
 from pathlib import Path
 
 import numpy as np
@@ -126,11 +126,19 @@ def test_eval_rejects_unseen_gold_labels(project: Project, tmp_path: Path, reute
 def test_teacher_down_falls_back_to_the_student_and_drops_nothing(project: Project, reuters) -> None:  # type: ignore[no-untyped-def]
     dead = project.config.teachers["default"].model_copy(update={"base_url": "http://127.0.0.1:9/v1", "max_retries": 0})
     p = Project(project.config.model_copy(update={"teachers": {"default": dead}}), store=project.store)
-    texts = [f"unseen story number {i} about nothing in particular" for i in range(20)] + reuters[2][:20]
-    decisions, _ = p.run_cascade("news", texts, progress=False)
+    texts = reuters[2][:40]
+
+    async def go() -> list:  # type: ignore[type-arg]
+        async with p.teacher("news") as teacher:
+            cas = p.cascade("news", teacher=teacher)
+            cas.threshold = 0.995  # force escalations
+            return await cas.apredict(texts)
+
+    decisions = asyncio.run(go())
     assert len(decisions) == 40
-    assert {x.answered_by for x in decisions} <= {"student", "student_fallback"}
-    assert any(x.answered_by == "student_fallback" and x.teacher_error for x in decisions)
+    assert {x.answered_by for x in decisions} == {"student", "student_fallback"}
+    fb = [x for x in decisions if x.answered_by == "student_fallback"]
+    assert all(x.teacher_error and x.label == x.student_label and "teacher failed" in x.reason for x in fb)
 
 
 def test_corrupted_student_file_is_detected(project: Project) -> None:
@@ -170,10 +178,10 @@ def test_training_errors_name_the_label(tmp_path: Path, replay) -> None:  # type
         p.store.add_labels("news", [(i, "earn") for i in ids], source="gold")
         with pytest.raises(StudentError, match="all 30 labelled examples have the label 'earn'"):
             p.train("news")
-        p.store.add_labels("news", [(ids[0], "acq"), (ids[1], "acq")], source="human")
+        p.store.add_labels("news", [(ids[0], "acq"), (ids[1], "acq")], source="gold")  # newer gold wins
         with pytest.raises(StudentError, match=r"too few examples for label\(s\) 'acq': 2 \(need at least 5"):
             p.train("news")
-        p.store.add_labels("news", [(ids[2], "sports")], source="human")
+        p.store.add_labels("news", [(ids[2], "sports")], source="gold")
         with pytest.raises(StudentError, match=r"labels \['sports'\] are not among the configured labels"):
             p.train("news")
 

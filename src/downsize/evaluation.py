@@ -129,8 +129,8 @@ def evaluate_file(project: Project, task: str, path: str | os.PathLike[str], *, 
         cascade_m["student_agreement_with_teacher_on_local"] = (
             float(np.mean([s_labels[i] == t_labels[i] for i in local])) if local else float("nan"))
     curve = []
-    order = np.sort(np.unique(np.round(conf, 4)))
-    grid = np.unique(np.quantile(order, np.linspace(0, 1, 21))) if len(order) else []
+    # thresholds at 5 % steps of coverage, each an observed confidence (the first answers everything)
+    grid = np.unique(np.quantile(conf, np.linspace(0, 1, 21), method="lower")) if len(conf) else []
     for thr in grid:
         ans = conf >= thr
         cov = float(ans.mean())

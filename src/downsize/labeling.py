@@ -208,8 +208,8 @@ async def label_texts(
     buffer: list[tuple[int, str, int | None]] = []
     last_flush = time.monotonic()
     halt = asyncio.Event() if stop is None else stop
-    reason: list[str] = []
-    work = iter(pending)
+    over_budget = False
+    work = iter(pending)  # shared by the workers: each row is taken once
 
     def flush() -> None:
         nonlocal last_flush
@@ -228,16 +228,28 @@ async def label_texts(
 
     bar = _progress_bar() if progress and pending else None
     bar_task = bar.add_task(task_name, total=len(pending), cost=0.0, failed=0) if bar else None
+    last_tick = 0.0
+
+    def tick(force: bool = False) -> None:
+        """Move the bar at most 20 times a second (per-row updates cost throughput)."""
+        nonlocal last_tick
+        now = time.monotonic()
+        if bar is not None and (force or now - last_tick >= 0.05):
+            last_tick = now
+            bar.update(bar_task, completed=summary.labelled + summary.failed, cost=summary.cost_usd,
+                       failed=summary.failed)
 
     async def worker() -> None:
+        nonlocal over_budget
         for eid, text in work:
             if halt.is_set():
                 return
             try:
                 ans = await teacher.classify(text, task_name=task_name, task=task, budget=budget)
-            except BudgetExceeded as exc:
-                reason.append("budget")
-                note_error(str(exc))
+            except BudgetExceeded as exc:  # nothing was sent; the others finish their calls
+                if not over_budget:
+                    over_budget = True
+                    note_error(str(exc))
                 halt.set()
                 return
             except TeacherError as exc:
@@ -262,8 +274,7 @@ async def label_texts(
                     summary.failed += 1
                     summary.parse_errors += 1
                     note_error(ans.error or f"parse error: {ans.raw[:100]!r}")
-            if bar is not None:
-                bar.update(bar_task, advance=1, cost=summary.cost_usd, failed=summary.failed)
+            tick()
 
     if bar is not None:
         bar.start()
@@ -278,13 +289,14 @@ async def label_texts(
     finally:
         flush()  # labels already paid for are never lost, even on cancel or error
         if bar is not None:
+            tick(force=True)
             bar.stop()
         summary.elapsed_s = time.perf_counter() - t0
         latencies.sort()
         summary.latency_p50_ms = _quantile(latencies, 0.5)
         summary.latency_p95_ms = _quantile(latencies, 0.95)
-    if reason:
-        summary.stopped_reason = reason[0]
+    if over_budget:
+        summary.stopped_reason = "budget"
     elif halt.is_set() and summary.remaining:
         summary.stopped_reason = "interrupted"
     return summary

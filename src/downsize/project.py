@@ -251,7 +251,7 @@ def _check_gold_labels(labels: list[str], rows: list[int], allowed: list[str], p
     bad = [(r, lab) for r, lab in zip(rows, labels) if lab not in allowed]
     if bad:
         names = sorted({lab for _, lab in bad})
-        where = ", ".join(f"row {r}: {lab!r}" for r, lab in bad[:5])
+        where = ", ".join(f"line {r}: {lab!r}" for r, lab in bad[:5])
         raise DataError(
             f"{path}: {len(bad)} row(s) have labels not configured for the task: {names} "
             f"(e.g. {where}); configured labels: {allowed}"

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import random
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from ._prompt import _response_format, build_messages, label_schema, parse_label
 from .config import TaskConfig, TeacherConfig
 from .errors import (
     BudgetExceeded,
@@ -44,7 +44,6 @@ from .errors import (
     TeacherStatusError,
     TeacherTimeout,
 )
-from ._prompt import _response_format, build_messages, label_schema, parse_label
 from .store import Store, TeacherCall, dumps
 
 __all__ = [
@@ -153,9 +152,9 @@ class Reservation:
 class Budget:
     """A dollar limit shared by concurrent calls (thread- and task-safe).
 
-    A call first :meth:`reserve` s its worst-case cost, which raises
+    Before a call, :meth:`reserve` sets its worst-case cost aside, or raises
     :class:`~downsize.errors.BudgetExceeded` if ``spent + reserved + estimate`` would pass
-    the limit, then :meth:`commit` s what it really cost (0 if it failed unpaid).
+    the limit; after it, :meth:`commit` records what it really cost (0 if it failed unpaid).
 
     Examples
     --------
@@ -250,7 +249,8 @@ def _estimate_tokens(messages: Sequence[dict[str, Any]]) -> int:
 
 
 def _rejects_response_format(exc: TeacherStatusError) -> bool:
-    return exc.status >= 400 and "response_format" in exc.body
+    """An error that names response_format: the server does not take that kind of schema."""
+    return "response_format" in exc.body
 
 
 class _State(enum.Enum):
@@ -490,7 +490,7 @@ class AsyncTeacher:
             else:
                 if resp.status_code < 300:
                     return self._result(resp, start, attempt, messages)
-                text = self._redact(resp.text)
+                text = self._redact(resp.text)[:4000]
                 reason = f"HTTP {resp.status_code}"
                 failure = TeacherStatusError(
                     resp.status_code,
@@ -507,7 +507,7 @@ class AsyncTeacher:
                 failure.attempts = attempt  # type: ignore[attr-defined]
                 raise failure
             delay = self.retry.delay(attempt, retry_after=retry_after, rng=self._rng)
-            log.warning(
+            log.info(
                 "teacher %s: %s; retry %d/%d in %.2fs",
                 self.base_url, reason, attempt, self.retry.max_retries, delay,
             )
@@ -631,54 +631,52 @@ class AsyncTeacher:
             reservation = budget.reserve(self.worst_case_cost(messages)) if budget is not None else None
             try:
                 result = await self.chat(messages, response_format=rf, max_tokens=self.max_tokens)
-            except TeacherStatusError as exc:
-                if reservation is not None:
-                    budget.commit(reservation, 0.0)  # type: ignore[union-attr]
-                if rf is not None and _rejects_response_format(exc):
-                    rejected += 1
-                    nxt = _FORMAT_STYLES[_FORMAT_STYLES.index(style) + 1]
-                    if self._style == style:
-                        log.info(
-                            "teacher %s rejected response_format type %r (HTTP %d); using %r from now on",
-                            self.base_url, style, exc.status, nxt,
-                        )
-                        self._style = nxt
-                    continue
-                exc.attempts = getattr(exc, "attempts", 1) + rejected  # type: ignore[attr-defined]
-                raise
             except BaseException as exc:
-                if reservation is not None:
-                    budget.commit(reservation, 0.0)  # type: ignore[union-attr]
+                _settle(budget, reservation, 0.0)  # failed calls are not paid
+                if rf is not None and isinstance(exc, TeacherStatusError) and _rejects_response_format(exc):
+                    rejected += 1
+                    self._step_down(style, exc.status)
+                    continue
                 if isinstance(exc, TeacherError):
                     exc.attempts = getattr(exc, "attempts", 1) + rejected  # type: ignore[attr-defined]
                 raise
             cost = self.cost(result.input_tokens, result.output_tokens)
-            if reservation is not None:
-                budget.commit(reservation, cost)  # type: ignore[union-attr]
+            _settle(budget, reservation, cost)
             label = parse_label(result.content, labels)
             error = None if label is not None else _not_a_label(result.content, labels)
-            row = TeacherCall(
-                request_hash=key,
-                base_url=self.base_url,
-                model=self.model,
-                task=task_name,
-                prompt=messages,
-                schema_json=rf,
-                raw_response=result.content,
-                parsed_label=label,
-                input_tokens=result.input_tokens,
-                output_tokens=result.output_tokens,
-                cost_usd=cost,
-                latency_ms=result.latency_ms,
-                status="ok" if label is not None else "parse_error",
-                error=error,
-                attempts=result.attempts,
-            )
+            row = None
             if self.store is not None:
-                row = self.store.record_call(row)
+                row = self.store.record_call(
+                    TeacherCall(
+                        request_hash=key,
+                        base_url=self.base_url,
+                        model=self.model,
+                        task=task_name,
+                        prompt=messages,
+                        schema_json=rf,
+                        raw_response=result.content,
+                        parsed_label=label,
+                        input_tokens=result.input_tokens,
+                        output_tokens=result.output_tokens,
+                        cost_usd=cost,
+                        latency_ms=result.latency_ms,
+                        status="ok" if label is not None else "parse_error",
+                        error=error,
+                        attempts=result.attempts,
+                    )
+                )
             return _Outcome(
-                label, result.content, error, row if self.store is not None else None,
-                result.input_tokens, result.output_tokens, cost, False, result.attempts + rejected,
+                label, result.content, error, row, result.input_tokens, result.output_tokens, cost,
+                False, result.attempts + rejected,
+            )
+
+    def _step_down(self, style: str, status: int) -> None:
+        """The server rejected ``style`` of response_format: use the next one from now on."""
+        if self._style == style:  # not already stepped down by a concurrent call
+            self._style = _FORMAT_STYLES[_FORMAT_STYLES.index(style) + 1]
+            log.info(
+                "teacher %s rejected response_format type %r (HTTP %d); using %r from now on",
+                self.base_url, style, status, self._style,
             )
 
     def _from_cache(self, row: TeacherCall, labels: list[str], http_requests: int) -> _Outcome:
@@ -689,6 +687,11 @@ class AsyncTeacher:
             label, raw, error, row,
             row.input_tokens, row.output_tokens, 0.0, http_requests == 0, http_requests,
         )
+
+
+def _settle(budget: Budget | None, reservation: Reservation | None, amount: float) -> None:
+    if budget is not None and reservation is not None:
+        budget.commit(reservation, amount)
 
 
 def _not_a_label(raw: str, labels: Sequence[str]) -> str:

@@ -83,6 +83,12 @@ def _check_labels(task_name: str, labels: list[str], allowed: list[str], min_per
     return counts
 
 
+def _student(kind: str, seed: int, params: dict[str, dict[str, Any]]) -> Any:
+    """A new student. Label counts were checked on the whole labelled set (the task's
+    ``min_examples_per_label``); the splits may leave fewer, so the student only insists on 2."""
+    return make_student(kind, **{"random_state": seed, "min_examples_per_label": 2, **params.get(kind, {})})
+
+
 def _select(kinds: list[str], X: list[str], y: list[str], alpha: float, delta: float, seed: int,
             params: dict[str, Any]) -> tuple[str, list[dict[str, Any]], str]:
     """Fit each candidate on part of the training data; keep the best calibrated coverage at α."""
@@ -92,7 +98,7 @@ def _select(kinds: list[str], X: list[str], y: list[str], alpha: float, delta: f
     rows = []
     for kind in kinds:
         t0 = time.perf_counter()
-        st = make_student(kind, random_state=seed, **params.get(kind, {})).fit(X_fit, y_fit)
+        st = _student(kind, seed, params).fit(X_fit, y_fit)
         fit_s = time.perf_counter() - t0
         proba = st.predict_proba(X_sel)
         pred = st.classes_[proba.argmax(1)]
@@ -147,7 +153,7 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     if kind == "auto":
         kind, selection, reason = _select(candidate_kinds(), X_tr, y_tr, task.alpha, task.delta, seed, params)
     t0 = time.perf_counter()
-    student = make_student(kind, random_state=seed, **params.get(kind, {})).fit(X_tr, y_tr)
+    student = _student(kind, seed, params).fit(X_tr, y_tr)
     train_s = time.perf_counter() - t0
     X_cal = [X[i] for i in idx_cal]
     agreement = float(np.mean(student.predict(X_cal) == np.asarray([y[i] for i in idx_cal])))

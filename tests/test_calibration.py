@@ -224,6 +224,14 @@ def test_bad_inputs_are_clear() -> None:
         clopper_pearson(11, 10)
 
 
+def test_docstring_examples() -> None:
+    import doctest
+
+    import downsize.calibration
+
+    assert doctest.testmod(downsize.calibration).failed == 0
+
+
 def test_min_answered_moves_the_start() -> None:
     rng = np.random.default_rng(9)
     scores, correct = _draw(rng, 2000, _smooth)

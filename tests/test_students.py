@@ -210,6 +210,14 @@ def test_other_bad_inputs_are_clear() -> None:
     assert st.predict_proba([""]).shape == (1, 2)  # predicting an empty text is allowed
 
 
+def test_docstring_examples() -> None:
+    import doctest
+
+    import downsize.students
+
+    assert doctest.testmod(downsize.students).failed == 0
+
+
 def test_registry() -> None:
     assert set(STUDENTS) == {"tfidf", "minilm"}
     assert isinstance(make_student("tfidf"), TfidfStudent)
@@ -324,6 +332,19 @@ def test_minilm_load_checks_the_encoder_hash(fitted: dict, tmp_path: Path) -> No
     (path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(StudentError, match="ONNX model sha256 0000"):
         load_student(path)
+
+
+@pytest.mark.minilm
+@needs_minilm
+def test_minilm_refit_does_not_re_embed(reuters_small: dict, tmp_path: Path) -> None:
+    X, y = _stratified(reuters_small["X"], reuters_small["y"], 6)
+    X = [f"refit {t}" for t in X]  # not in any cache yet
+    st = MiniLMStudent(max_length=64, cache_dir=tmp_path, calibration_cv=2)
+    st.fit(X, y)
+    n = st.encoder.n_encoded
+    st.fit(X, y)
+    assert st.encoder.n_encoded == n
+    assert list(tmp_path.glob("*.sqlite"))  # and a new process would find them on disk
 
 
 def test_tfidf_char_ngrams_match_a_plain_python_reference(reuters: dict) -> None:

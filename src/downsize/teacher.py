@@ -306,7 +306,7 @@ class AsyncTeacher:
     Examples
     --------
     >>> async def main():  # doctest: +SKIP
-    ...     async with AsyncTeacher("http://127.0.0.1:8009/v1", model="replay") as t:
+    ...     async with AsyncTeacher("http://127.0.0.1:8001/v1", model="replay") as t:
     ...         return await t.classify("...", task_name="tickets", task=task)
     """
 

@@ -217,7 +217,7 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     sources = {e.source for e in exs}
     reference = sources.pop() if len(sources) == 1 else "mixed"
     cal = ThresholdCalibrator(alpha=alpha, delta=delta).fit(proba.max(1), correct)
-    curve = [dict(r) for r in getattr(cal, "curve_", [])]
+    curve = _thin([dict(r) for r in getattr(cal, "curve_", [])], cal.threshold_)
     run = CalibrationRun(
         task=task_name, student_version_id=sv.id, alpha=alpha, delta=delta,
         threshold=None if cal.threshold_ is None else float(cal.threshold_),
@@ -230,6 +230,15 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     )
     store.add(run)
     return run, cal
+
+
+def _thin(curve: list[dict[str, Any]], threshold: float | None, points: int = 200) -> list[dict[str, Any]]:
+    """At most ``points`` evenly spaced rows of the calibration curve (plus the chosen λ) for the store."""
+    if len(curve) <= points:
+        return curve
+    keep = set(np.linspace(0, len(curve) - 1, points).round().astype(int).tolist())
+    keep |= {i for i, r in enumerate(curve) if threshold is not None and r.get("threshold") == threshold}
+    return [curve[i] for i in sorted(keep)]
 
 
 def _f(x: Any) -> float | None:

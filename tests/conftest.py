@@ -177,7 +177,7 @@ class GatewayProject:
 
     def config(self, tmp_path: Path, teacher_url: str, *, task: dict[str, Any] | None = None,
                server: dict[str, Any] | None = None, teacher: dict[str, Any] | None = None,
-               teachers: dict[str, Any] | None = None) -> Any:
+               teachers: dict[str, Any] | None = None, tasks: dict[str, Any] | None = None) -> Any:
         """A Config for a fresh copy of the store under ``tmp_path``, teacher at ``teacher_url``."""
         import shutil
 
@@ -193,7 +193,8 @@ class GatewayProject:
                                      "price_per_1m_output": 10.0, "max_concurrency": 64, "timeout_s": 5,
                                      "max_retries": 1, **(teacher or {})}, **(teachers or {})},
             "tasks": {"news": {"instructions": "Route the newswire story to its desk.", "labels": R8_LABELS,
-                               "student": "tfidf", "alpha": 0.05, "spot_check_rate": 0.0, **(task or {})}},
+                               "student": "tfidf", "alpha": 0.05, "spot_check_rate": 0.0, **(task or {})},
+                      **(tasks or {})},
             "server": {"rate_limit_per_minute": 1_000_000, **(server or {})},
         })
 

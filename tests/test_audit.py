@@ -21,8 +21,9 @@ from downsize.store import Label, RequestLog, SpotCheck, Store, text_hash, utcno
 
 
 def _row(i: int, **kw: Any) -> dict[str, Any]:
-    return request_row(request_id=f"r{i}", model="downsize/t", task="t", input_hash=text_hash(str(i)),
-                       answered_by="student", latency_ms=1.0, answer="a", **kw)
+    fields: dict[str, Any] = {"task": "t", "answer": "a", **kw}
+    return request_row(request_id=f"r{i}", model="downsize/t", input_hash=text_hash(str(i)),
+                       answered_by="student", latency_ms=1.0, **fields)
 
 
 def _count(store: Store, table: Any = RequestLog) -> int:
@@ -226,3 +227,58 @@ def test_parse_since_dates() -> None:
     assert parse_since("2026-05-01T12:30:00+02:00") == datetime(2026, 5, 1, 10, 30)
     with pytest.raises(DataError, match="'yesterday'"):
         parse_since("yesterday")
+
+
+# -- the CLI ------------------------------------------------------------------------------
+def _cli_project(tmp_path: Path) -> tuple[Path, Store]:
+    cfg = tmp_path / "downsize.yaml"
+    cfg.write_text("store: sqlite:///d.db\n")
+    return cfg, Store(f"sqlite:///{tmp_path / 'd.db'}")
+
+
+def test_cli_log_tail_and_export(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from downsize.cli import app
+
+    cfg, store = _cli_project(tmp_path)
+    with store:
+        store.log_requests([_row(i, task="news" if i % 2 else "other", client_key_id="key_1") for i in range(30)])
+    runner = CliRunner()
+    tail = runner.invoke(app, ["log", "tail", "-n", "5", "--task", "news", "--config", str(cfg)], env={"COLUMNS": "200"})
+    assert tail.exit_code == 0, tail.output
+    assert "last 5 row(s) of news" in tail.stdout and "other" not in tail.stdout and tail.stdout.count("student") == 5
+    out = tmp_path / "log.jsonl"
+    exp = runner.invoke(app, ["log", "export", str(out), "--since", "1h", "--config", str(cfg)])
+    assert exp.exit_code == 0 and "wrote 30 row(s)" in exp.stdout
+    assert len(out.read_text().splitlines()) == 30
+    bad = runner.invoke(app, ["log", "export", str(tmp_path / "x.csv"), "--since", "soon", "--config", str(cfg)])
+    assert bad.exit_code == 2 and "--since 'soon'" in bad.output
+
+
+def test_cli_log_tail_follow(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    cfg, store = _cli_project(tmp_path)
+    with store:
+        store.log_requests([_row(0)])
+        proc = subprocess.Popen([sys.executable, "-m", "downsize.cli", "log", "tail", "--follow", "--interval", "0.1",
+                                 "--config", str(cfg)], stdout=subprocess.PIPE, text=True,
+                                env={**__import__("os").environ, "COLUMNS": "200"})
+        try:
+            time.sleep(3.0)  # started and printed the table
+            store.log_requests([_row(1, answer="followed-row")])
+            deadline = time.monotonic() + 20
+            seen = ""
+            import select as _select
+
+            while "followed-row" not in seen and time.monotonic() < deadline:
+                ready, _, _ = _select.select([proc.stdout], [], [], 0.5)
+                if ready:
+                    seen += proc.stdout.readline()  # type: ignore[union-attr]
+            assert "followed-row" in seen
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)

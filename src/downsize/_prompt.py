@@ -40,6 +40,15 @@ def label_schema(task: TaskConfig) -> dict[str, Any]:
     }
 
 
+def _content_text(content: Any) -> str:
+    """The text of a message's ``content``: a string, or OpenAI content parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
 def _response_format(schema: dict[str, Any], style: str) -> dict[str, Any] | None:
     if style == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": "label", "strict": True, "schema": schema}}

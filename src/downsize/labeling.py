@@ -17,8 +17,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .config import Config, TaskConfig
 from .data import read_texts
@@ -78,8 +80,6 @@ class LabelSummary:
         return done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return {**asdict(self), "remaining": self.remaining, "rows_per_s": self.rows_per_s}
 
     def render(self) -> Table:
@@ -113,12 +113,6 @@ class LabelSummary:
         if self.skipped_note:
             t.caption = self.skipped_note
         return t
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))]
 
 
 def _progress_bar() -> Any:
@@ -203,6 +197,7 @@ async def label_texts(
         else:
             pending.append((eid, text))
     summary.rows = len(seen)
+    teacher.prefetch([text for _, text in pending], task=task)  # one cache query, not one per row
 
     latencies: list[float] = []
     buffer: list[tuple[int, str, int | None]] = []
@@ -292,9 +287,8 @@ async def label_texts(
             tick(force=True)
             bar.stop()
         summary.elapsed_s = time.perf_counter() - t0
-        latencies.sort()
-        summary.latency_p50_ms = _quantile(latencies, 0.5)
-        summary.latency_p95_ms = _quantile(latencies, 0.95)
+        if latencies:
+            summary.latency_p50_ms, summary.latency_p95_ms = map(float, np.percentile(latencies, [50, 95]))
     if over_budget:
         summary.stopped_reason = "budget"
     elif halt.is_set() and summary.remaining:

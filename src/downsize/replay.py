@@ -32,6 +32,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from ._prompt import _content_text
 from .data import read_texts
 
 __all__ = ["create_replay_app", "ReplayServer", "ReplayProcess", "serve_replay", "load_records"]
@@ -42,14 +43,6 @@ _JSON = "application/json"
 def _err(status: int, message: str, type_: str, code: str | None = None, param: str | None = None) -> Response:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return Response(json.dumps(body), status_code=status, media_type=_JSON)
-
-
-def _text_of(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return None
 
 
 async def _sleep_unless_gone(request: Request, seconds: float) -> bool:
@@ -151,8 +144,8 @@ def create_replay_app(
         for m in messages:
             if not isinstance(m, dict):
                 continue
-            content = _text_of(m.get("content"))
-            chars += len(content or "")
+            content = _content_text(m.get("content"))
+            chars += len(content)
             if text is None and m.get("role") == "user" and content in records:
                 text = content
         if text is None:

@@ -414,6 +414,16 @@ class Store:
         with self.session() as s:
             return s.scalar(select(TeacherCall).where(TeacherCall.request_hash == request_hash))
 
+    def recorded_hashes(self, request_hashes: Iterable[str]) -> set[str]:
+        """Which of ``request_hashes`` are recorded calls (one query per 500: a bulk cache check)."""
+        wanted = list(dict.fromkeys(request_hashes))
+        found: set[str] = set()
+        with self.session() as s:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                found.update(s.scalars(select(TeacherCall.request_hash).where(TeacherCall.request_hash.in_(chunk))))
+        return found
+
     def record_call(self, call: TeacherCall) -> TeacherCall:
         """Record a paid call once. If the same request was recorded meanwhile, return that row."""
         try:

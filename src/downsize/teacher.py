@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from ._prompt import _response_format, build_messages, label_schema, parse_label
+from ._prompt import _content_text, _response_format, build_messages, label_schema, parse_label
 from .config import TaskConfig, TeacherConfig
 from .errors import (
     BudgetExceeded,
@@ -235,14 +235,6 @@ def _retry_after_s(headers: httpx.Headers, *, now: datetime | None = None) -> fl
     return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
-
-
 def _estimate_tokens(messages: Sequence[dict[str, Any]]) -> int:
     """Prompt tokens, estimated as chars/4 per message plus 4 for the chat template."""
     return sum(math.ceil(len(_content_text(m.get("content"))) / 4) + 4 for m in messages)
@@ -251,6 +243,9 @@ def _estimate_tokens(messages: Sequence[dict[str, Any]]) -> int:
 def _rejects_response_format(exc: TeacherStatusError) -> bool:
     """An error that names response_format: the server does not take that kind of schema."""
     return "response_format" in exc.body
+
+
+_NOT_JSON = object()
 
 
 class _State(enum.Enum):
@@ -343,6 +338,7 @@ class AsyncTeacher:
         self._sem = asyncio.Semaphore(max_concurrency)
         self._rng = random.Random()
         self._style = _FORMAT_STYLES[0]
+        self._absent: set[str] = set()  # request hashes a prefetch found unrecorded
         self._state = _State.OPEN
         headers = {"Content-Type": "application/json"}
         if self._api_key:
@@ -520,7 +516,9 @@ class AsyncTeacher:
         try:
             data = resp.json()
         except ValueError:
-            snippet = self._redact(resp.text[:300])
+            data = _NOT_JSON  # raised below, outside the handler: no chained decode error holding the body
+        if data is _NOT_JSON:
+            snippet = self._redact(resp.text)[:300]
             err = TeacherResponseError(
                 f"teacher at {self.base_url} answered HTTP {resp.status_code} with a body that is not "
                 f"JSON: {snippet!r}",
@@ -531,7 +529,7 @@ class AsyncTeacher:
         choices = data.get("choices") if isinstance(data, dict) else None
         message = choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
         if not isinstance(message, dict):
-            snippet = self._redact(json.dumps(data)[:300])
+            snippet = self._redact(json.dumps(data))[:300]
             err = TeacherResponseError(
                 f"teacher at {self.base_url} answered with JSON that is not a chat completion "
                 f"(no choices[0].message): {snippet}",
@@ -552,6 +550,23 @@ class AsyncTeacher:
         return ChatResult(content, input_tokens, output_tokens, latency_ms, attempts, data)
 
     # -- labelling ---------------------------------------------------------------------
+    def prefetch(self, texts: Sequence[str], *, task: TaskConfig) -> int:
+        """Check the cache for many texts in a few queries; returns how many are recorded.
+
+        :meth:`classify` then skips its per-call lookup for the texts found missing (once
+        each). A labelling run calls this first: the lookups are a large share of its cost.
+        If another process records the same request in between, it is paid twice (the
+        store keeps the first record).
+        """
+        if self.store is None or not texts:
+            return 0
+        style = self._style if self.structured_output else "none"
+        rf = _response_format(label_schema(task), style)
+        keys = {self.request_hash(build_messages(task, t), rf, self.max_tokens) for t in texts}
+        known = self.store.recorded_hashes(keys)
+        self._absent |= keys - known
+        return len(known)
+
     async def classify(
         self,
         text: str,
@@ -625,8 +640,9 @@ class AsyncTeacher:
             rf = _response_format(schema, style)
             key = self.request_hash(messages, rf, self.max_tokens)
             if self.store is not None:
-                row = self.store.cached_call(key)
-                if row is not None:
+                if key in self._absent:  # prefetch found it missing: skip the lookup, once
+                    self._absent.discard(key)
+                elif (row := self.store.cached_call(key)) is not None:
                     return self._from_cache(row, labels, rejected)
             reservation = budget.reserve(self.worst_case_cost(messages)) if budget is not None else None
             try:

@@ -23,6 +23,7 @@ import csv
 import gzip
 import json
 import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -121,11 +122,15 @@ def resplits(student, cal_texts, cal_ref, test_texts, test_ref, alpha, delta, n=
             "coverage_mean": float(np.mean(covs)) if covs else 0.0}
 
 
-def run(name: str, student: str, alpha: float, delta: float, latency_ms: float, noise: float) -> dict:
+def run(name: str, student: str, alpha: float, delta: float, latency_ms: float, noise: float,
+        workdir: Path | None = None, report: Path | None = None) -> dict:
     tr_path, te_path = _files(name)
     tr, te = read_texts(tr_path, label_col="label"), read_texts(te_path, label_col="label")
     with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
+        d = Path(tmp) if workdir is None else workdir
+        if workdir is not None:
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
         allp = _write_csv(d / "teacher.csv.gz", tr.texts + te.texts, (tr.labels or []) + (te.labels or []))
         _write_csv(d / "train.csv.gz", tr.texts)
         _write_csv(d / "test.csv.gz", te.texts, te.labels)
@@ -161,6 +166,25 @@ def run(name: str, student: str, alpha: float, delta: float, latency_ms: float, 
                 ok = [i for i, l in enumerate(t_test) if l is not None]
                 rs = resplits(st, [e.text for e in cal_ex], [e.label for e in cal_ex],
                               [te.texts[i] for i in ok], [t_test[i] for i in ok], alpha, delta)
+                # student alone on every test row: agreement with the teacher, single-request latency, CPU energy
+                c0 = time.process_time()
+                s_pred = st.predict(te.texts)
+                cpu_ms_row = (time.process_time() - c0) * 1000 / len(te.texts)
+                single = []
+                for x in te.texts[:300]:
+                    t1 = time.perf_counter()
+                    st.predict_proba([x])
+                    single.append((time.perf_counter() - t1) * 1000)
+                s_agree = float(np.mean([a == b for a, b in zip(s_pred, t_test) if b is not None]))
+                tokens_in, tokens_out = p.teacher_token_estimate("bench")
+                energy = p.config.energy
+                student_wh = cpu_ms_row / 3.6e6 * energy.cpu_watts_per_core  # ms·W → Wh
+                teacher_wh = (tokens_in + tokens_out) / 1000 * energy.teacher_wh_per_1k_tokens
+                escalated = 1 - ps.share_local
+                if report is not None:
+                    from downsize.report import write_report
+
+                    write_report(p.store, p.config, report)
     local_agree = ev.cascade.get("student_agreement_with_teacher_on_local") if ev.cascade else None
     out = {
         "dataset": name, "student": trn.kind, "alpha": alpha, "delta": delta, "teacher_noise": noise,
@@ -180,6 +204,15 @@ def run(name: str, student: str, alpha: float, delta: float, latency_ms: float, 
         "student_latency_ms": {"p50": ev.student_latency_p50_ms, "p99": ev.student_latency_p99_ms},
         "student_batch_rows_per_s": ev.student_batch_rows_per_s,
         "resplits": rs,
+        "student_only": {"agreement_with_teacher": s_agree, "latency_p50_ms": percentile(single, 50),
+                         "latency_p95_ms": percentile(single, 95), "cpu_ms_per_row": cpu_ms_row},
+        "energy_wh_per_1k": {
+            "student_only": 1000 * student_wh,
+            "teacher_only": 1000 * teacher_wh,
+            "cascade": 1000 * (student_wh + escalated * teacher_wh),
+            "basis": f"student measured: CPU time x {energy.cpu_watts_per_core:g} W/core; teacher estimated: "
+                     f"{tokens_in + tokens_out:.0f} tokens/call x {energy.teacher_wh_per_1k_tokens:g} Wh/1k tokens",
+        },
     }
     return out
 

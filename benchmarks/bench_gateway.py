@@ -17,7 +17,8 @@ concurrent client, per-request latency measured on the client):
     python benchmarks/bench_gateway.py [--requests 10000] [--concurrency 64] [--workers 1]
                                        [--teacher-latency-ms 300] [--teacher-requests 1000]
 
-Writes benchmarks/results/gateway-w<workers>.json. Targets: ≥ 1,000 requests/s on the student
+Writes benchmarks/results/gateway-w<workers>-<fast|plain>.json ("fast" when uvloop, httptools and
+orjson are importable: ``pip install 'uvicorn[standard]' orjson``). Targets: ≥ 1,000 requests/s on the student
 path and gateway overhead ≤ 3 ms at p99, on 2 cores.
 """
 
@@ -61,7 +62,7 @@ teachers:
     model: replay-gpt-4o
     price_per_1m_input: {pin}
     price_per_1m_output: {pout}
-    max_concurrency: 256
+    max_concurrency: {teacher_conc}
     timeout_s: 30
     max_retries: 2
 tasks:
@@ -206,7 +207,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--teacher-latency-ms", type=float, default=300.0)
     ap.add_argument("--teacher-requests", type=int, default=1000)
-    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--alpha", type=float, default=0.02)
+    ap.add_argument("--teacher-concurrency", type=int, default=32,
+                    help="The teacher's max_concurrency (httpx's pool slows down past ~32 connections).")
     ap.add_argument("--spot-check-rate", type=float, default=0.02)
     ap.add_argument("--keep", action="store_true", help="Keep the project directory.")
     args = ap.parse_args()
@@ -223,7 +226,8 @@ def main() -> None:
 
     with ReplayProcess(records) as fast:
         (d / "downsize.yaml").write_text(CONFIG.format(url=fast.base_url, pin=PRICE_IN, pout=PRICE_OUT,
-                                                       labels=json.dumps(LABELS), alpha=args.alpha, spot=0.0))
+                                                       labels=json.dumps(LABELS), alpha=args.alpha, spot=0.0,
+                                                       teacher_conc=args.teacher_concurrency))
         with Project.open(d / "downsize.yaml") as p:
             t0 = time.perf_counter()
             p.label("news", tr_path, progress=False)
@@ -238,10 +242,15 @@ def main() -> None:
     out["threshold"], out["coverage_calibrated"] = run.threshold, run.coverage
 
     env = dict(os.environ)
+    probe = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(','.join(m for m in "
+                            "('uvloop', 'httptools', 'orjson') if u.find_spec(m)))"], env=env, capture_output=True,
+                           text=True)
+    out["speedups_installed"] = probe.stdout.strip() or "none"
+    print(f"optional speed-ups importable by the gateway: {out['speedups_installed']}", flush=True)
     with ReplayProcess(records, latency_ms=args.teacher_latency_ms) as slow:
         (d / "downsize.yaml").write_text(CONFIG.format(url=slow.base_url, pin=PRICE_IN, pout=PRICE_OUT,
                                                        labels=json.dumps(LABELS), alpha=args.alpha,
-                                                       spot=args.spot_check_rate))
+                                                       spot=args.spot_check_rate, teacher_conc=args.teacher_concurrency))
         gw = Gateway(d / "downsize.yaml", args.workers, env)
         port = gw.port
         try:
@@ -260,11 +269,13 @@ def main() -> None:
             sent["c8"] = 3000
             print("one at a time:", out["sequential"], "\nconcurrency 8:", out["concurrency_8"], flush=True)
             n_t = min(args.teacher_requests, len(test.texts))
-            out["cascade_real_traffic"] = drive(port, reqs(keys["cascade"], test.texts, n_t), args.concurrency)
+            # real traffic and teacher-only at the teacher's own concurrency: latency, not queueing
+            out["cascade_real_traffic"] = drive(port, reqs(keys["cascade"], test.texts, n_t), args.teacher_concurrency)
             sent["cascade"] = n_t
             print("cascade on test texts:", out["cascade_real_traffic"], flush=True)
             # teacher-only: the same texts passed through to the teacher (model other than downsize/<task>)
-            out["teacher_only"] = drive(port, reqs(keys["teacher"], test.texts, n_t, model="gpt-4o"), args.concurrency)
+            out["teacher_only"] = drive(port, reqs(keys["teacher"], test.texts, n_t, model="gpt-4o"),
+                                        args.teacher_concurrency)
             sent["teacher"] = n_t
             print("teacher only:", out["teacher_only"], flush=True)
         finally:
@@ -281,13 +292,17 @@ def main() -> None:
             rows = s.scalar(select(func.count()).select_from(RequestLog).where(RequestLog.client_key_id == ids[name]))
             audit[name] = {"sent": n, "rows": rows}
         spot = s.scalar(select(func.count()).select_from(SpotCheck))
+        spot_usd = float(s.scalar(select(func.coalesce(func.sum(SpotCheck.teacher_cost_usd), 0.0))) or 0.0)
+        student_rows = s.scalar(select(func.count()).select_from(RequestLog).where(RequestLog.answered_by == "student"))
     out["audit"] = audit
-    out["spot_checks"] = spot
+    out["spot_checks"] = {"n": spot, "usd": spot_usd, "student_answers": student_rows,
+                          "usd_per_1k_student_answers": spot_usd / max(1, student_rows) * 1000}
     exact = all(v["sent"] == v["rows"] for v in audit.values())
 
     sp, sa = out["student_path"], out["student_alone"]
     print("\n== downsize gateway benchmark ==")
-    print(f"{args.workers} worker(s) on {os.cpu_count()} cores; load generator on the same machine")
+    print(f"{args.workers} worker(s) on {os.cpu_count()} cores; load generator on the same machine; "
+          f"speed-ups: {out['speedups_installed']}")
     print(f"student path, {sp['requests']:,} requests at concurrency {sp['concurrency']}: {sp['rps']:,.0f} req/s "
           f"(target ≥ 1,000), p50 {sp['p50_ms']:.2f} ms, p99 {sp['p99_ms']:.2f} ms")
     for name in ("sequential", "concurrency_8"):
@@ -307,9 +322,12 @@ def main() -> None:
     print(f"\naudit log after SIGTERM ({out['shutdown_s']} s to stop): "
           + ", ".join(f"{k} {v['rows']:,}/{v['sent']:,}" for k, v in audit.items())
           + (" — exactly one row per request" if exact else " — MISMATCH"))
-    print(f"spot checks recorded: {spot}")
+    print(f"spot checks: {spot:,} recorded for {student_rows:,} student answers (rate {args.spot_check_rate:g}, "
+          f"capped at a quarter of the teacher's concurrency): ${out['spot_checks']['usd_per_1k_student_answers']:.4f} "
+          "per 1k student answers on top of the cascade's $")
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"gateway-w{args.workers}.json"
+    tag = "fast" if out["speedups_installed"].count(",") == 2 else "plain"
+    path = RESULTS / f"gateway-w{args.workers}-{tag}.json"
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path}")
     if not args.keep:

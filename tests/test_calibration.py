@@ -30,8 +30,9 @@ def _spiky(s: np.ndarray) -> np.ndarray:
     return np.where(s >= 0.9, 0.6, 0.01)
 
 
-def _violation_rate(p_err, risk, *, alpha: float, delta: float, n: int, runs: int, seed: int,
-                    **kw) -> tuple[float, float, float]:
+def _violation_rate(
+    p_err, risk, *, alpha: float, delta: float, n: int, runs: int, seed: int, **kw
+) -> tuple[float, float, float]:
     """Share of runs whose true (and fresh-sample) selective risk at λ̂ exceeds alpha; mean coverage."""
     rng = np.random.default_rng(seed)
     true_bad = fresh_bad = 0
@@ -56,8 +57,9 @@ def test_guarantee_holds_over_resplits(bound: str) -> None:
     def risk(lam: float) -> float:
         return 0.1 * (1 - lam) ** 2
 
-    true_rate, fresh_rate, coverage = _violation_rate(_smooth, risk, alpha=alpha, delta=delta, n=1000,
-                                                      runs=runs, seed=1, bound=bound)
+    true_rate, fresh_rate, coverage = _violation_rate(
+        _smooth, risk, alpha=alpha, delta=delta, n=1000, runs=runs, seed=1, bound=bound
+    )
     slack = 3 * math.sqrt(delta * (1 - delta) / runs)  # ≈ 0.05
     assert true_rate <= delta + slack, true_rate
     assert fresh_rate <= delta + slack + 0.02, fresh_rate  # the fresh sample adds its own noise
@@ -74,8 +76,9 @@ def test_guarantee_holds_when_the_sequence_starts_in_a_bad_region() -> None:
     def risk(lam: float) -> float:
         return (0.3 * (1 - max(lam, 0.95)) + 0.02 * max(0.95 - lam, 0.0)) / (1 - lam)
 
-    true_rate, fresh_rate, _ = _violation_rate(p_err, risk, alpha=0.06, delta=0.1, n=1000, runs=300, seed=2,
-                                               min_answered=0.3)
+    true_rate, fresh_rate, _ = _violation_rate(
+        p_err, risk, alpha=0.06, delta=0.1, n=1000, runs=300, seed=2, min_answered=0.3
+    )
     slack = 3 * math.sqrt(0.1 * 0.9 / 300)
     assert true_rate <= 0.1 + slack and fresh_rate <= 0.1 + slack + 0.02, (true_rate, fresh_rate)
 
@@ -85,7 +88,10 @@ def test_monotone_in_alpha() -> None:
     for profile in (_smooth, _spiky, lambda s: 0.25 * (1 - s)):
         for _ in range(15):
             scores, correct = _draw(rng, 3000, profile)
-            fits = [ThresholdCalibrator(alpha=a, delta=0.05).fit(scores, correct) for a in (0.02, 0.05, 0.1, 0.2)]
+            fits = [
+                ThresholdCalibrator(alpha=a, delta=0.05).fit(scores, correct)
+                for a in (0.02, 0.05, 0.1, 0.2)
+            ]
             lams = [math.inf if f.threshold_ is None else f.threshold_ for f in fits]
             covs = [f.coverage_ for f in fits]
             assert lams == sorted(lams, reverse=True), lams
@@ -133,7 +139,9 @@ def test_fitted_state_is_consistent(n: int, err: float, alpha: float, seed: int)
 
 def test_all_correct_answers_everything() -> None:
     rng = np.random.default_rng(4)
-    cal = ThresholdCalibrator(alpha=0.02, delta=0.05).fit(rng.uniform(size=1200), np.ones(1200, bool))
+    cal = ThresholdCalibrator(alpha=0.02, delta=0.05).fit(
+        rng.uniform(size=1200), np.ones(1200, bool)
+    )
     assert cal.coverage_ == 1.0 and cal.threshold_ is not None and cal.errors_answered_ == 0
     assert cal.coverage_interval_[0] > 0.99
 
@@ -145,12 +153,17 @@ def test_coin_flip_student_gets_no_threshold() -> None:
     assert cal.threshold_ is None and cal.coverage_ == 0.0 and cal.n_answered_ == 0
     assert cal.coverage_interval_ == (0.0, 0.0)
     assert not cal.predict(scores).any()
-    assert cal.guarantee_.startswith("No confidence threshold qualifies") and "teacher" in cal.guarantee_
+    assert (
+        cal.guarantee_.startswith("No confidence threshold qualifies")
+        and "teacher" in cal.guarantee_
+    )
 
 
 def test_too_little_data_quotes_n_and_the_minimum() -> None:
     assert min_calibration_size(0.02, 0.05) == 149 == math.ceil(math.log(0.05) / math.log(0.98))
-    with pytest.raises(CalibrationError, match=r"148 calibration points.*n ≥ .* = 149.*label 1 more"):
+    with pytest.raises(
+        CalibrationError, match=r"148 calibration points.*n ≥ .* = 149.*label 1 more"
+    ):
         ThresholdCalibrator(alpha=0.02, delta=0.05).fit(np.ones(148), np.ones(148, bool))
     cal = ThresholdCalibrator(alpha=0.02, delta=0.05).fit(np.ones(149), np.ones(149, bool))
     assert cal.threshold_ == 1.0 and cal.coverage_ == 1.0  # exactly enough, with zero errors
@@ -192,7 +205,9 @@ def test_p_values_are_the_exact_binomial_tail() -> None:
         assert c["p_value"] == pytest.approx(stats.binom.cdf(c["errors"], c["n_answered"], 0.1))
 
 
-@pytest.mark.parametrize("k, n", [(0, 1), (0, 10), (3, 10), (5, 10), (10, 10), (17, 1200), (1190, 1200)])
+@pytest.mark.parametrize(
+    "k, n", [(0, 1), (0, 10), (3, 10), (5, 10), (10, 10), (17, 1200), (1190, 1200)]
+)
 @pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
 def test_clopper_pearson_matches_scipy_exact_interval(k: int, n: int, confidence: float) -> None:
     ref = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
@@ -216,6 +231,8 @@ def test_bad_inputs_are_clear() -> None:
     bad[7] = np.nan
     with pytest.raises(CalibrationError, match=r"scores\[7\] is nan"):
         ThresholdCalibrator().fit(bad, ok_c)
+    with pytest.raises(CalibrationError, match="array of numbers"):
+        ThresholdCalibrator().fit(["high"] * 500, ok_c)
     with pytest.raises(CalibrationError, match="booleans"):
         ThresholdCalibrator().fit(ok_s, np.full(500, 2))
     with pytest.raises(NotFittedError):
@@ -236,7 +253,15 @@ def test_min_answered_moves_the_start() -> None:
     rng = np.random.default_rng(9)
     scores, correct = _draw(rng, 2000, _smooth)
     assert ThresholdCalibrator(alpha=0.05).fit(scores, correct).start_answered_ == 200  # 10 % of n
-    assert ThresholdCalibrator(alpha=0.05, min_answered=500).fit(scores, correct).start_answered_ == 500
-    assert ThresholdCalibrator(alpha=0.05, min_answered=0.5).fit(scores, correct).start_answered_ == 1000
+    assert (
+        ThresholdCalibrator(alpha=0.05, min_answered=500).fit(scores, correct).start_answered_
+        == 500
+    )
+    assert (
+        ThresholdCalibrator(alpha=0.05, min_answered=0.5).fit(scores, correct).start_answered_
+        == 1000
+    )
     # never below the count at which zero errors can pass
-    assert ThresholdCalibrator(alpha=0.02, min_answered=10).fit(scores, correct).start_answered_ == 149
+    assert (
+        ThresholdCalibrator(alpha=0.02, min_answered=10).fit(scores, correct).start_answered_ == 149
+    )

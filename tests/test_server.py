@@ -197,6 +197,9 @@ def test_bad_requests_are_400_and_audited_when_the_task_is_known(client: OpenAI,
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=MODEL, messages=[{"role": "system", "content": "no user message"}])
     assert e.value.param == "messages"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, n=2, messages=[{"role": "user", "content": "a text"}])
+    assert e.value.param == "n"
     r = httpx.post(f"{server.base_url}/chat/completions", headers={"Authorization": f"Bearer {key}"},
                    json={"model": MODEL, "messages": "not a list"})
     assert r.status_code == 400 and r.json()["error"]["param"].startswith("messages")

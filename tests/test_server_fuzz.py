@@ -4,12 +4,14 @@ every error is an OpenAI-style body."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from downsize.keys import create_key
@@ -18,8 +20,11 @@ from downsize.server import create_app
 from downsize.store import Store
 
 MODEL = "downsize/news"
-FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow])
+#: FUZZ_EXAMPLES=2000 for a longer run (default 150 per test keeps the suite fast).
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+                phases=None if os.environ.get("FUZZ_SHRINK", "1") == "1" else
+                [Phase.explicit, Phase.reuse, Phase.generate])
 
 odd_text = st.one_of(
     st.text(max_size=50),
@@ -70,6 +75,13 @@ def app_client(gateway_project: Any, tmp_path_factory: pytest.TempPathFactory) -
                 yield c, key
 
 
+def _post(c: TestClient, path: str, raw: bytes, key: str) -> Any:
+    t0 = time.perf_counter()
+    r = c.post(path, content=raw, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    assert time.perf_counter() - t0 < 5.0, ("slow answer", raw[:300])
+    return r
+
+
 def _check(r: Any) -> None:
     assert r.status_code < 500, (r.status_code, r.text[:500])
     if r.status_code >= 400:
@@ -82,8 +94,7 @@ def _check(r: Any) -> None:
 def test_chat_bodies(app_client: tuple[TestClient, str], body: dict[str, Any]) -> None:
     c, key = app_client
     raw = json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    _check(c.post("/v1/chat/completions", content=raw, headers={"Authorization": f"Bearer {key}",
-                                                                "Content-Type": "application/json"}))
+    _check(_post(c, "/v1/chat/completions", raw, key))
 
 
 @FUZZ
@@ -91,7 +102,7 @@ def test_chat_bodies(app_client: tuple[TestClient, str], body: dict[str, Any]) -
 def test_arbitrary_json(app_client: tuple[TestClient, str], body: Any) -> None:
     c, key = app_client
     for path in ("/v1/chat/completions", "/v1/tasks/news/predict"):
-        _check(c.post(path, content=json.dumps(body).encode(), headers={"Authorization": f"Bearer {key}"}))
+        _check(_post(c, path, json.dumps(body).encode(), key))
 
 
 @FUZZ
@@ -99,7 +110,7 @@ def test_arbitrary_json(app_client: tuple[TestClient, str], body: Any) -> None:
 def test_arbitrary_bytes(app_client: tuple[TestClient, str], raw: bytes) -> None:
     c, key = app_client
     for path in ("/v1/chat/completions", "/v1/tasks/news/predict", "/v1/tasks/%ff/predict"):
-        _check(c.post(path, content=raw, headers={"Authorization": f"Bearer {key}"}))
+        _check(_post(c, path, raw, key))
 
 
 @FUZZ
@@ -108,7 +119,7 @@ def test_arbitrary_bytes(app_client: tuple[TestClient, str], raw: bytes) -> None
 def test_predict_bodies(app_client: tuple[TestClient, str], inputs: Any, extra: dict[str, Any]) -> None:
     c, key = app_client
     raw = json.dumps({"inputs": inputs, **extra}, ensure_ascii=False).encode("utf-8", "surrogatepass")
-    _check(c.post("/v1/tasks/news/predict", content=raw, headers={"Authorization": f"Bearer {key}"}))
+    _check(_post(c, "/v1/tasks/news/predict", raw, key))
 
 
 @pytest.mark.parametrize("raw", [

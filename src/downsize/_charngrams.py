@@ -47,8 +47,14 @@ def _mix(h: np.ndarray) -> np.ndarray:
 class CharNgramTfidf:
     """Sublinear TF-IDF over character n-grams of the first ``max_chars`` characters."""
 
-    def __init__(self, *, ngram_range: tuple[int, int] = (2, 5), max_chars: int | None = 300,
-                 min_df: int = 2, max_features: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ngram_range: tuple[int, int] = (2, 5),
+        max_chars: int | None = 300,
+        min_df: int = 2,
+        max_features: int | None = None,
+    ) -> None:
         self.ngram_range = tuple(ngram_range)
         self.max_chars = max_chars
         self.min_df = min_df
@@ -61,9 +67,13 @@ class CharNgramTfidf:
     def _hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(text index, hash) of every n-gram occurrence, in text order."""
         n = self.max_chars
-        prepared = [" " + _WS.sub(" ", (t if n is None else t[:n]).lower()).strip() + " " for t in texts]
+        prepared = [
+            " " + _WS.sub(" ", (t if n is None else t[:n]).lower()).strip() + " " for t in texts
+        ]
         lengths = np.fromiter((len(t) for t in prepared), dtype=np.int64, count=len(prepared))
-        codes = np.frombuffer("".join(prepared).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        codes = np.frombuffer("".join(prepared).encode("utf-32-le"), dtype=np.uint32).astype(
+            np.uint64
+        )
         total = len(codes)
         doc = np.repeat(np.arange(len(prepared), dtype=np.int64), lengths)
         end = np.repeat(np.cumsum(lengths), lengths)  # one past the last position of the text
@@ -171,8 +181,12 @@ class CharNgramTfidf:
 
     # -- persistence ------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
-        return {"ngram_range": list(self.ngram_range), "max_chars": self.max_chars,
-                "min_df": self.min_df, "max_features": self.max_features}
+        return {
+            "ngram_range": list(self.ngram_range),
+            "max_chars": self.max_chars,
+            "min_df": self.min_df,
+            "max_features": self.max_features,
+        }
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -181,11 +195,19 @@ class CharNgramTfidf:
 
     @classmethod
     def from_bytes(cls, data: bytes, params: dict[str, Any]) -> CharNgramTfidf:
-        obj = cls(ngram_range=tuple(params["ngram_range"]), max_chars=params["max_chars"],
-                  min_df=params["min_df"], max_features=params["max_features"])
+        obj = cls(
+            ngram_range=tuple(params["ngram_range"]),
+            max_chars=params["max_chars"],
+            min_df=params["min_df"],
+            max_features=params["max_features"],
+        )
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             vocab, idf = z["vocabulary"], z["idf"]
-        if vocab.dtype != np.uint64 or idf.shape != vocab.shape or not np.all(vocab[1:] > vocab[:-1]):
+        if (
+            vocab.dtype != np.uint64
+            or idf.shape != vocab.shape
+            or not np.all(vocab[1:] > vocab[:-1])
+        ):
             raise ValueError("character n-gram arrays are inconsistent")
         obj.vocabulary_, obj.idf_ = vocab, idf.astype(np.float64)
         return obj

@@ -94,7 +94,9 @@ def model_info() -> dict[str, str]:
             _, _, pkg = _require()
             path = Path(pkg.model_path())
             if not path.is_file():
-                raise StudentError(f"{path}: the MiniLM model file is missing; reinstall with {_INSTALL_HINT}")
+                raise StudentError(
+                    f"{path}: the MiniLM model file is missing; reinstall with {_INSTALL_HINT}"
+                )
             tok = resources.files("downsize").joinpath("_assets", _TOKENIZER_ASSET).read_bytes()
             _INFO = {
                 "model_id": str(getattr(pkg, "MODEL_ID", "all-MiniLM-L6-v2-onnx-int8")),
@@ -133,7 +135,9 @@ class _DiskCache:
                 )
                 conn.commit()
             except (OSError, sqlite3.Error) as exc:
-                raise StudentError(f"{self.path}: cannot open the embedding cache ({exc})") from None
+                raise StudentError(
+                    f"{self.path}: cannot open the embedding cache ({exc})"
+                ) from None
             self._conn = conn
         return self._conn
 
@@ -163,7 +167,9 @@ class _DiskCache:
                 with conn:
                     conn.executemany("INSERT OR IGNORE INTO emb (key, vec) VALUES (?, ?)", rows)
             except sqlite3.Error as exc:
-                raise StudentError(f"{self.path}: cannot write the embedding cache ({exc})") from None
+                raise StudentError(
+                    f"{self.path}: cannot write the embedding cache ({exc})"
+                ) from None
 
     def close(self) -> None:
         with self._lock:
@@ -264,7 +270,9 @@ class MiniLMEncoder:
                     str(pkg.model_path()), opts, providers=["CPUExecutionProvider"]
                 )
             except Exception as exc:  # onnxruntime raises its own, unrelated types
-                raise StudentError(f"{pkg.model_path()}: cannot load the MiniLM model ({exc})") from None
+                raise StudentError(
+                    f"{pkg.model_path()}: cannot load the MiniLM model ({exc})"
+                ) from None
             self._tokenizer = tokenizer
             self._session = session
 
@@ -285,7 +293,9 @@ class MiniLMEncoder:
             When ``texts`` is a single string or holds a non-string, or the extra is missing.
         """
         if isinstance(texts, str):
-            raise StudentError("encode() takes a sequence of texts, not a single str: wrap it in a list")
+            raise StudentError(
+                "encode() takes a sequence of texts, not a single str: wrap it in a list"
+            )
         texts = list(texts)
         for i, t in enumerate(texts):
             if not isinstance(t, str):

@@ -108,13 +108,27 @@ class Student(ClassifierMixin, BaseEstimator):
         raise NotImplementedError
 
     def _check_params(self) -> None:
-        check_param(is_int(self.min_examples_per_label, 2), "min_examples_per_label",
-                     self.min_examples_per_label, "an integer ≥ 2")
-        check_param(is_int(self.calibration_cv, 2), "calibration_cv", self.calibration_cv, "an integer ≥ 2")
-        check_param(self.calibration in _CALIBRATIONS, "calibration", self.calibration,
-                     " or ".join(repr(c) for c in _CALIBRATIONS))
-        check_param(isinstance(self.C, (int, float)) and not isinstance(self.C, bool) and self.C > 0,
-                     "C", self.C, "a positive number")
+        check_param(
+            is_int(self.min_examples_per_label, 2),
+            "min_examples_per_label",
+            self.min_examples_per_label,
+            "an integer ≥ 2",
+        )
+        check_param(
+            is_int(self.calibration_cv, 2), "calibration_cv", self.calibration_cv, "an integer ≥ 2"
+        )
+        check_param(
+            self.calibration in _CALIBRATIONS,
+            "calibration",
+            self.calibration,
+            " or ".join(repr(c) for c in _CALIBRATIONS),
+        )
+        check_param(
+            isinstance(self.C, (int, float)) and not isinstance(self.C, bool) and self.C > 0,
+            "C",
+            self.C,
+            "a positive number",
+        )
 
     # -- the sklearn contract -----------------------------------------------------------
     def fit(self, X: Sequence[str], y: Sequence[str]) -> Student:
@@ -132,8 +146,10 @@ class Student(ClassifierMixin, BaseEstimator):
         self._check_params()
         classes, counts = np.unique(labels, return_counts=True)
         if len(classes) < 2:
-            only = f"{classes[0]!r} ({counts[0]} examples)" if len(classes) else "none (no data)"
-            raise StudentError(f"a student needs at least 2 labels; the training data has one: {only}")
+            have = (
+                f"one: {classes[0]!r} ({counts[0]} examples)" if len(classes) else "none (no data)"
+            )
+            raise StudentError(f"a student needs at least 2 labels; the training data has {have}")
         few = [(c, n) for c, n in zip(classes, counts) if n < self.min_examples_per_label]
         if few:
             listed = ", ".join(f"{c!r} has {n}" for c, n in few)
@@ -232,7 +248,11 @@ class Student(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def _from_manifest(
-        cls, directory: Path, manifest: dict[str, Any], blobs: dict[str, bytes], runtime: dict[str, Any]
+        cls,
+        directory: Path,
+        manifest: dict[str, Any],
+        blobs: dict[str, bytes],
+        runtime: dict[str, Any],
     ) -> Student:
         if manifest["name"] != cls.name:
             raise StudentError(
@@ -245,7 +265,9 @@ class Student(ClassifierMixin, BaseEstimator):
             )
         unknown = set(runtime) - set(cls._runtime_params)
         if unknown:
-            raise StudentError(f"load() accepts only {', '.join(cls._runtime_params) or 'no'} overrides, not {sorted(unknown)}")
+            raise StudentError(
+                f"load() accepts only {', '.join(cls._runtime_params) or 'no'} overrides, not {sorted(unknown)}"
+            )
         params = dict(manifest["params"])
         for p in cls._tuple_params:
             if isinstance(params.get(p), list):
@@ -253,7 +275,9 @@ class Student(ClassifierMixin, BaseEstimator):
         try:
             student = cls(**params, **runtime)
         except TypeError as exc:
-            raise CorruptArtifactError(f"{directory / 'manifest.json'}: parameters do not fit {cls.__name__} ({exc})") from None
+            raise CorruptArtifactError(
+                f"{directory / 'manifest.json'}: parameters do not fit {cls.__name__} ({exc})"
+            ) from None
         student._restore(blobs, manifest, directory)
         student.classes_ = np.asarray(manifest["classes"], dtype=object)
         student.n_train_ = int(manifest.get("n_train", 0))
@@ -275,5 +299,3 @@ def calibrated(estimator: Any, method: str, cv: int, random_state: int | None) -
 
     folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=random_state)
     return CalibratedClassifierCV(estimator, method=method, cv=folds, ensemble=False)
-
-

@@ -225,8 +225,14 @@ class ThresholdCalibrator(BaseEstimator):
     [True, False]
     """
 
-    def __init__(self, *, alpha: float = 0.1, delta: float = 0.05, bound: str = "binomial",
-                 min_answered: int | float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.1,
+        delta: float = 0.05,
+        bound: str = "binomial",
+        min_answered: int | float | None = None,
+    ) -> None:
         self.alpha = alpha
         self.delta = delta
         self.bound = bound
@@ -246,7 +252,9 @@ class ThresholdCalibrator(BaseEstimator):
         elif isinstance(m, float) and 0 < m < 1:
             start = max(floor, math.ceil(m * n))
         else:
-            raise CalibrationError(f"min_answered must be None, an int ≥ 1 or a float in (0, 1), got {m!r}")
+            raise CalibrationError(
+                f"min_answered must be None, an int ≥ 1 or a float in (0, 1), got {m!r}"
+            )
         return start
 
     def fit(self, scores: Any, correct: Any) -> ThresholdCalibrator:
@@ -263,9 +271,14 @@ class ThresholdCalibrator(BaseEstimator):
         -------
         self
         """
-        s = np.asarray(scores, dtype=float).ravel() if not isinstance(scores, str) else None
-        if s is None:
-            raise CalibrationError("scores must be an array of numbers")
+        try:
+            if isinstance(scores, str):
+                raise TypeError
+            s = np.asarray(scores, dtype=float).ravel()
+        except (TypeError, ValueError):
+            raise CalibrationError(
+                "scores must be an array of numbers (the student's confidences)"
+            ) from None
         c_raw = np.asarray(correct).ravel()
         if len(s) != len(c_raw):
             raise CalibrationError(f"scores has {len(s)} values but correct has {len(c_raw)}")
@@ -274,7 +287,9 @@ class ThresholdCalibrator(BaseEstimator):
             raise CalibrationError(f"scores[{bad}] is {s[bad]}; scores must be finite")
         if c_raw.dtype != bool:
             if not np.isin(c_raw, (0, 1)).all():
-                raise CalibrationError("correct must hold booleans (or 0/1): whether each answer matched the reference")
+                raise CalibrationError(
+                    "correct must hold booleans (or 0/1): whether each answer matched the reference"
+                )
         c = c_raw.astype(bool)
         n = len(s)
         start = self._check_params(n)
@@ -310,9 +325,16 @@ class ThresholdCalibrator(BaseEstimator):
         self.n_ = n
         self.start_answered_ = int(min(start, n))
         self.curve_ = [
-            {"threshold": float(lam[i]), "n_answered": int(n_ans[i]), "errors": int(k[i]),
-             "coverage": float(n_ans[i] / n), "risk": float(k[i] / n_ans[i]), "p_value": float(p[i]),
-             "tested": bool(tested[i]), "rejected": bool(rejected[i])}
+            {
+                "threshold": float(lam[i]),
+                "n_answered": int(n_ans[i]),
+                "errors": int(k[i]),
+                "coverage": float(n_ans[i] / n),
+                "risk": float(k[i] / n_ans[i]),
+                "p_value": float(p[i]),
+                "tested": bool(tested[i]),
+                "rejected": bool(rejected[i]),
+            }
             for i in range(len(lam))
         ]
         if chosen is None:
@@ -328,7 +350,9 @@ class ThresholdCalibrator(BaseEstimator):
             self.errors_answered_ = int(k[chosen])
             self.coverage_ = self.n_answered_ / n
             self.coverage_interval_ = clopper_pearson(self.n_answered_, n, 1 - self.delta)
-            self.risk_upper_ = _risk_upper(self.errors_answered_, self.n_answered_, self.delta, self.bound)
+            self.risk_upper_ = _risk_upper(
+                self.errors_answered_, self.n_answered_, self.delta, self.bound
+            )
         self.guarantee_ = self._sentence()
         return self
 
@@ -351,7 +375,9 @@ class ThresholdCalibrator(BaseEstimator):
     def predict(self, scores: Any) -> np.ndarray:
         """Boolean mask: True where the student answers locally (score ≥ ``threshold_``)."""
         if not hasattr(self, "guarantee_"):
-            raise NotFittedError("this ThresholdCalibrator is not fitted yet: call fit(scores, correct) first")
+            raise NotFittedError(
+                "this ThresholdCalibrator is not fitted yet: call fit(scores, correct) first"
+            )
         s = np.asarray(scores, dtype=float)
         if self.threshold_ is None:
             return np.zeros(s.shape, dtype=bool)

@@ -143,7 +143,7 @@ class Cascade:
                                   per_row_ms + (time.perf_counter() - t0) * 1000, lab, per_row_ms,
                                   teacher_error=str(exc)[:300])
                 return
-            t_ms = (time.perf_counter() - t0) * 1000
+            t_ms = ans.latency_ms  # the teacher's time, not our wait for a concurrency slot
             if ans.label is None:
                 out[i] = Decision(lab, c, "student_fallback", f"{why}; teacher answer unparseable",
                                   per_row_ms + t_ms, lab, per_row_ms, teacher_latency_ms=t_ms,

@@ -95,6 +95,9 @@ def label(
     console.print(summary.render())
     if summary.stopped_reason == "budget":
         raise typer.Exit(4)
+    if summary.stopped_reason == "interrupted":
+        err_console.print("interrupted: run the same command again to label the rest (nothing is paid twice)")
+        raise typer.Exit(130)
 
 
 @app.command("add-labels")

@@ -107,7 +107,11 @@ class RetryPolicy:
 
 @dataclass
 class ChatResult:
-    """One successful logical chat call (after any retries)."""
+    """One successful logical chat call (after any retries).
+
+    ``latency_ms`` runs from the first send to the answer, retries and backoff included, but
+    not the time spent waiting for one of this client's ``max_concurrency`` slots.
+    """
 
     content: str
     input_tokens: int
@@ -266,6 +270,7 @@ class _Outcome:
     cost_usd: float
     cached: bool
     http_requests: int
+    latency_ms: float = 0.0  # the teacher's time for a fresh call (no queueing); 0 from the cache
 
 
 # ---------------------------------------------------------------------------------
@@ -405,7 +410,8 @@ class AsyncTeacher:
         return (input_tokens * self.price_per_1m_input + output_tokens * self.price_per_1m_output) / 1e6
 
     def worst_case_cost(self, messages: Sequence[dict[str, Any]], max_tokens: int | None = None) -> float:
-        """What a call could cost at most: estimated prompt tokens plus a full answer."""
+        """What a call could cost at most: prompt tokens estimated as chars/4 (+4 per message
+        for the chat template), plus a full ``max_tokens`` answer."""
         return self.cost(_estimate_tokens(messages), self.max_tokens if max_tokens is None else max_tokens)
 
     def request_hash(
@@ -466,12 +472,15 @@ class AsyncTeacher:
             payload["max_tokens"] = max_tokens
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         start = time.perf_counter()
+        queued = 0.0  # time spent waiting for a concurrency slot: ours, not the teacher's
         attempt = 0
         while True:
             attempt += 1
             retry_after: float | None = None
             try:
+                t_wait = time.perf_counter()
                 async with self._sem:
+                    queued += time.perf_counter() - t_wait
                     resp = await self._client.post(self._url, content=body)
             except httpx.TimeoutException as exc:
                 reason = f"no answer within {self.timeout:g}s ({type(exc).__name__})"
@@ -485,7 +494,7 @@ class AsyncTeacher:
                 )
             else:
                 if resp.status_code < 300:
-                    return self._result(resp, start, attempt, messages)
+                    return self._result(resp, start + queued, attempt, messages)
                 text = self._redact(resp.text)[:4000]
                 reason = f"HTTP {resp.status_code}"
                 failure = TeacherStatusError(
@@ -597,9 +606,8 @@ class AsyncTeacher:
         first = await self._labelled_call(messages, schema, labels, task_name, budget)
         outcomes = [first]
         if first.label is None:
-            bad = first.raw if len(first.raw) <= 2000 else first.raw[:2000]
             repair = messages + [
-                {"role": "assistant", "content": bad},
+                {"role": "assistant", "content": first.raw[:2000]},
                 {
                     "role": "user",
                     "content": (
@@ -618,7 +626,12 @@ class AsyncTeacher:
             input_tokens=sum(o.input_tokens for o in outcomes),
             output_tokens=sum(o.output_tokens for o in outcomes),
             cost_usd=sum(o.cost_usd for o in outcomes),
-            latency_ms=(time.perf_counter() - start) * 1000.0,
+            # the teacher's own time (queueing for a concurrency slot excluded); a cache hit's lookup time
+            latency_ms=(
+                (time.perf_counter() - start) * 1000.0
+                if all(o.cached for o in outcomes)
+                else sum(o.latency_ms for o in outcomes)
+            ),
             cached=all(o.cached for o in outcomes),
             call_id=last.row.id if last.row is not None else None,
             error=last.error,
@@ -683,7 +696,7 @@ class AsyncTeacher:
                 )
             return _Outcome(
                 label, result.content, error, row, result.input_tokens, result.output_tokens, cost,
-                False, result.attempts + rejected,
+                False, result.attempts + rejected, result.latency_ms,
             )
 
     def _step_down(self, style: str, status: int) -> None:

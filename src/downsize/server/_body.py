@@ -59,7 +59,8 @@ def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise ApiError(400, "the request body is empty: send a JSON object", code="invalid_json")
     try:
-        obj = _orjson.loads(body) if _orjson is not None else json.loads(body)
+        # strict UTF-8 first: json.loads(bytes) would let encoded surrogates through ('surrogatepass')
+        obj = _orjson.loads(body) if _orjson is not None else json.loads(body.decode("utf-8"))
     except RecursionError:
         raise ApiError(400, "the request body nests too deeply", code="invalid_json") from None
     except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError, orjson errors, huge ints

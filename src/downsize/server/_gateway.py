@@ -1,300 +1,43 @@
-"""The gateway's state, built in the app's lifespan and closed at its end.
-
-* :class:`TaskRuntime` answers one task: its student (micro-batched), λ, and mode —
-  ``cascade`` (student if confident, else teacher, else ``student_fallback``) or ``shadow``
-  (the teacher answers and its label is recorded for training; the student's would-be
-  answer is logged beside it).
-* :class:`GuardedTeacher` puts a teacher behind the per-request deadline and a circuit
-  breaker, so that a slow or dead teacher costs at most the deadline, and after a few
-  failures nothing, before the student's answer is returned.
-* :class:`Gateway` holds the runtimes, the teachers, the audit writer, the metrics, the
-  API keys, the rate limiter and the health probes.
-"""
+"""The gateway's state, built in the app's lifespan and closed at its end: the task runtimes,
+the teachers (behind deadlines and breakers), the audit writer, the metrics, the API keys,
+the rate limiter and the health probes."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from ..audit import AuditWriter, audit_rows, request_row
 from ..cascade import Cascade, Decision
-from ..config import Config, TaskConfig, TeacherConfig
-from ..errors import (
-    NotCalibratedError,
-    StudentError,
-    TeacherError,
-    TeacherResponseError,
-    TeacherStatusError,
-    TeacherTimeout,
-)
+from ..config import Config
+from ..errors import NotCalibratedError, StudentError, TeacherError
 from ..keys import KeyRing
 from ..store import Store, utcnow
-from ..teacher import AsyncTeacher, ChatResult, TeacherAnswer
+from ..teacher import AsyncTeacher
 from ._limits import CircuitBreaker, RateLimiter
 from ._metrics import Metrics
+from ._runtime import TaskRuntime
+from ._teacher import DEADLINE, GuardedTeacher
 
-__all__ = ["Gateway", "TaskRuntime", "GuardedTeacher", "TeacherUnavailable", "DEADLINE"]
+__all__ = ["Gateway"]
 
 log = logging.getLogger("downsize.server")
-T = TypeVar("T")
-
-#: Event-loop time by which the current request must be answered (None: no deadline).
-DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("downsize_deadline", default=None)
 
 
-class TeacherUnavailable(TeacherError):
-    """The teacher's circuit breaker is open: it failed repeatedly just now, so it is not asked."""
-
-
-# ---------------------------------------------------------------------------------
-# the teacher behind a deadline and a breaker
-# ---------------------------------------------------------------------------------
-class GuardedTeacher:
-    """An :class:`~downsize.teacher.AsyncTeacher` that honours :data:`DEADLINE` and a breaker.
-
-    Timeouts (the deadline's or the client's), unreachable servers, 429 and 5xx count as
-    failures; any other answer (even a 4xx or an unusable label) shows the teacher is up.
-    """
-
-    def __init__(self, name: str, cfg: TeacherConfig, teacher: AsyncTeacher, breaker: CircuitBreaker) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.teacher = teacher
-        self.breaker = breaker
-
-    @property
-    def model(self) -> str:
-        return self.teacher.model
-
-    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
-        if not self.breaker.allow():
-            raise TeacherUnavailable(
-                f"the teacher {self.name!r} failed {self.breaker.failures} times in a row; "
-                f"not asked again for {self.breaker.retry_in():.1f}s"
-            )
-        deadline = DEADLINE.get()
-        try:
-            if deadline is None:
-                result = await call()
-            else:
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    raise TimeoutError
-                async with asyncio.timeout(remaining):
-                    result = await call()
-        except TimeoutError:
-            self.breaker.failure()
-            raise TeacherTimeout(f"no answer from the teacher {self.name!r} within the request deadline") from None
-        except TeacherStatusError as exc:
-            (self.breaker.failure if exc.status == 429 or exc.status >= 500 else self.breaker.success)()
-            raise
-        except TeacherResponseError:
-            self.breaker.success()
-            raise
-        except TeacherError:
-            self.breaker.failure()
-            raise
-        except BaseException:
-            self.breaker.release()
-            raise
-        self.breaker.success()
-        return result
-
-    async def classify(self, text: str, *, task_name: str, task: TaskConfig, budget: Any = None) -> TeacherAnswer:
-        return await self._guard(lambda: self.teacher.classify(text, task_name=task_name, task=task, budget=budget))
-
-    async def chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> ChatResult:
-        return await self._guard(lambda: self.teacher.chat(messages, **kwargs))
-
-
-# ---------------------------------------------------------------------------------
-# micro-batching the student
-# ---------------------------------------------------------------------------------
-Score = tuple[str, float, float, float]  # label, confidence, batch wall ms, this row's share of CPU ms
-
-
-class _Batcher:
-    """Scores concurrent requests in one ``predict_proba`` call.
-
-    Requests that arrive in the same event-loop turn (or, with ``offload``, while the
-    previous batch runs in the student's thread) share a batch: no waiting is added.
-    """
-
-    def __init__(self, cascade: Cascade, *, max_batch: int = 128, offload: bool = False) -> None:
-        self.cascade = cascade
-        self.max_batch = max_batch
-        self._pending: list[tuple[str, asyncio.Future[Score]]] = []
-        self._busy = False
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="downsize-student") if offload else None
-
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def score(self, text: str) -> asyncio.Future[Score]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Score] = loop.create_future()
-        self._pending.append((text, fut))
-        if not self._busy:
-            self._busy = True
-            loop.call_soon(self._next)
-        return fut
-
-    def _take(self) -> list[tuple[str, asyncio.Future[Score]]]:
-        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-        return [(t, f) for t, f in batch if not f.done()]
-
-    def _next(self) -> None:
-        batch = self._take()
-        if not batch:
-            self._busy = bool(self._pending)
-            if self._busy:
-                asyncio.get_running_loop().call_soon(self._next)
-            return
-        texts = [t for t, _ in batch]
-        if self._executor is None:
-            self._deliver(batch, self._compute(texts))
-            self._after()
-        else:
-            loop = asyncio.get_running_loop()
-            job = loop.run_in_executor(self._executor, self._compute, texts)
-            job.add_done_callback(lambda j: (self._deliver(batch, j.result()), self._after()))
-
-    def _after(self) -> None:
-        if self._pending:
-            asyncio.get_running_loop().call_soon(self._next)
-        else:
-            self._busy = False
-
-    def _compute(self, texts: list[str]) -> list[Score | BaseException]:
-        try:
-            labels, conf, ms, cpu = self.cascade.student_scores(texts)
-            share = cpu / len(texts)
-            return [(labels[i], float(conf[i]), ms, share) for i in range(len(texts))]
-        except Exception:
-            if len(texts) == 1:
-                raise
-        out: list[Score | BaseException] = []  # one bad text must not fail the others
-        for t in texts:
-            try:
-                out.extend(self._compute([t]))
-            except Exception as exc:
-                out.append(exc)
-        return out
-
-    @staticmethod
-    def _deliver(batch: list[tuple[str, asyncio.Future[Score]]], results: list[Score | BaseException]) -> None:
-        for (_, fut), res in zip(batch, results):
-            if fut.done():
-                continue
-            if isinstance(res, BaseException):
-                fut.set_exception(res)
-            else:
-                fut.set_result(res)
-
-
-# ---------------------------------------------------------------------------------
-# one task
-# ---------------------------------------------------------------------------------
-class TaskRuntime:
-    """One task as the gateway serves it (see the module docstring)."""
-
-    def __init__(self, name: str, cfg: TaskConfig, tcfg: TeacherConfig, teacher: GuardedTeacher, *,
-                 cascade: Cascade | None, calibrated: bool, mode_reason: str, tokens: tuple[float, float],
-                 writer: AuditWriter, student_kind: str | None = None, load_error: str | None = None) -> None:
-        self.name = name
-        self.cfg = cfg
-        self.tcfg = tcfg
-        self.teacher = teacher
-        self.cascade = cascade
-        self.calibrated = calibrated
-        self.mode = "cascade" if calibrated and cfg.mode == "cascade" else "shadow"
-        self.mode_reason = mode_reason
-        self.tokens = tokens
-        self.writer = writer
-        self.student_kind = student_kind
-        self.load_error = load_error
-        self.batcher = _Batcher(cascade, offload=student_kind not in (None, "tfidf")) if cascade else None
-
-    @property
-    def threshold(self) -> float | None:
-        return self.cascade.threshold if self.cascade is not None else None
-
-    @property
-    def student_version_id(self) -> int | None:
-        return self.cascade.student_version_id if self.cascade is not None else None
-
-    def describe(self) -> dict[str, Any]:
-        return {"mode": self.mode, "reason": self.mode_reason, "student_version_id": self.student_version_id,
-                "student_kind": self.student_kind, "threshold": self.threshold, "calibrated": self.calibrated,
-                "teacher": self.teacher.name, "load_error": self.load_error}
-
-    async def answer(self, text: str) -> Decision:
-        """The decision for one text (``latency_ms`` is this runtime's time; the route adds its own).
-
-        Raises
-        ------
-        TeacherError
-            Only in shadow mode without a student, when the teacher fails.
-        """
-        t0 = time.perf_counter()
-        if self.mode == "cascade":
-            assert self.cascade is not None and self.batcher is not None
-            lab, conf, ms, cpu = await self.batcher.score(text)
-            if self.cascade.answers_locally(conf):
-                return Decision(lab, conf, "student", f"confidence {conf:.3f} >= threshold {self.threshold:.3f}",
-                                (time.perf_counter() - t0) * 1000, lab, ms, student_cpu_ms=cpu)
-            d = (await self.cascade.apredict([text]))[0]
-            d.latency_ms = (time.perf_counter() - t0) * 1000
-            d.student_latency_ms = ms
-            d.student_cpu_ms = cpu + (d.student_cpu_ms or 0.0)
-            return d
-        return await self._shadow(text, t0)
-
-    async def _shadow(self, text: str, t0: float) -> Decision:
-        lab: str | None = None
-        conf: float | None = None
-        ms: float | None = None
-        cpu: float | None = None
-        if self.batcher is not None:
-            lab, conf, ms, cpu = await self.batcher.score(text)
-        try:
-            ans = await self.teacher.classify(text, task_name=self.name, task=self.cfg)
-            if ans.label is None:
-                raise TeacherResponseError(f"the teacher's answer is not one of the labels: {ans.error}", ans.raw)
-        except TeacherError as exc:
-            if lab is None:
-                raise
-            return Decision(lab, conf, "student_fallback",  # type: ignore[arg-type]
-                            f"shadow mode ({self.mode_reason}); teacher failed: {type(exc).__name__}",
-                            (time.perf_counter() - t0) * 1000, lab, ms, teacher_error=str(exc)[:300],  # type: ignore[arg-type]
-                            student_cpu_ms=cpu)
-        self.writer.submit_label(self.name, text, ans.label, ans.call_id)
-        return Decision(ans.label, conf, "shadow", f"shadow mode: {self.mode_reason}",  # type: ignore[arg-type]
-                        (time.perf_counter() - t0) * 1000, lab, ms, teacher_label=ans.label,  # type: ignore[arg-type]
-                        teacher_latency_ms=ans.latency_ms, teacher_cost_usd=ans.cost_usd,
-                        teacher_input_tokens=ans.input_tokens, teacher_output_tokens=ans.output_tokens,
-                        teacher_cached=ans.cached, student_cpu_ms=cpu)
-
-
-# ---------------------------------------------------------------------------------
-# the whole gateway
-# ---------------------------------------------------------------------------------
 class Gateway:
     """Everything one app needs at request time. Build with :meth:`open`, end with :meth:`aclose`."""
 
     health_ttl_s = 5.0
     probe_timeout_s = 2.0
-    spot_check_limit = 64
+    #: Spot checks in flight per teacher, at most, as a share of its max_concurrency: they must
+    #: never take the slots that escalated requests are waiting for.
+    spot_check_share = 0.25
 
     def __init__(self, config: Config, store: Store, *, owns_store: bool, auth: bool, writer: AuditWriter,
                  metrics: Metrics, keyring: KeyRing, limiter: RateLimiter, teachers: dict[str, GuardedTeacher],
@@ -312,6 +55,7 @@ class Gateway:
         self.default_teacher = teachers.get(config.server.default_teacher)
         self._secrets = [s for s in secrets if s and len(s) >= 4]
         self._bg: set[asyncio.Task[Any]] = set()
+        self._spot_in_flight: dict[str, int] = {}
         self._key_reload: asyncio.Task[bool] | None = None
         self._rng = random.Random()
         self._ids = random.Random(os.urandom(32))  # seeded in this process (workers never share a sequence)
@@ -477,12 +221,16 @@ class Gateway:
         rate = rt.cfg.spot_check_rate
         if rate <= 0 or self._rng.random() >= rate:
             return
-        if len(self._bg) >= self.spot_check_limit:
+        name = rt.teacher.name
+        limit = max(1, int(rt.teacher.cfg.max_concurrency * self.spot_check_share))
+        if self._spot_in_flight.get(name, 0) >= limit:
             self.metrics.spot_checks.labels(rt.name, "skipped").inc()
             return
+        self._spot_in_flight[name] = self._spot_in_flight.get(name, 0) + 1
         task = asyncio.create_task(self._spot_check(rt, text, d, request_id))
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
+        task.add_done_callback(lambda _: self._spot_in_flight.__setitem__(name, self._spot_in_flight[name] - 1))
 
     async def _spot_check(self, rt: TaskRuntime, text: str, d: Decision, request_id: str) -> None:
         DEADLINE.set(asyncio.get_running_loop().time() + max(30.0, self.config.server.deadline_s))

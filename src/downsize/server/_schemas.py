@@ -56,7 +56,7 @@ class ChatCompletionRequest(_Open):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     max_tokens: int | None = Field(default=None, ge=1)
-    n: int | None = Field(default=None, ge=1, le=1, description="Only one choice is supported.")
+    n: int | None = Field(default=None, ge=1, le=128, description="downsize tasks answer with one choice.")
 
 
 class Message(BaseModel):

@@ -18,8 +18,10 @@ from ...store import text_hash
 from .._body import check_text, content_text, dumps, parse_json, validate
 from .._deps import Client, ClientDep
 from .._errors import ApiError, teacher_error
-from .._gateway import DEADLINE, Gateway, TaskRuntime
+from .._gateway import Gateway
+from .._runtime import TaskRuntime
 from .._schemas import ChatCompletion, ChatCompletionRequest, ErrorBody
+from .._teacher import DEADLINE
 
 __all__ = ["router"]
 
@@ -49,20 +51,21 @@ def _completion_body(rid: str, model: str, message: dict[str, Any], finish: str,
     return body
 
 
-def _stream_body(rid: str, model: str, message: dict[str, Any], finish: str, usage: dict[str, int] | None,
+def _stream_body(rid: str, model: str, choices: list[tuple[dict[str, Any], str]], usage: dict[str, int] | None,
                  include_usage: bool) -> bytes:
-    """The whole answer as server-sent events: one content chunk, a finish chunk, [DONE]."""
+    """A finished answer as server-sent events: per choice a content chunk and a finish chunk, then [DONE]."""
     created = int(time.time())
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": None}
-    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
-    if message.get("tool_calls"):
-        delta["tool_calls"] = [{"index": i, **tc} for i, tc in enumerate(message["tool_calls"])
-                               if isinstance(tc, dict)]
-    chunks = [
-        {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]},
-        {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]},
-    ]
+    chunks: list[dict[str, Any]] = []
+    for i, (message, finish) in enumerate(choices):
+        content = message.get("content")
+        delta: dict[str, Any] = {"role": "assistant", "content": content if isinstance(content, str) else ""}
+        if isinstance(message.get("tool_calls"), list):
+            delta["tool_calls"] = [{"index": j, **tc} for j, tc in enumerate(message["tool_calls"])
+                                   if isinstance(tc, dict)]
+        chunks.append({**base, "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}]})
+        chunks.append({**base, "choices": [{"index": i, "delta": {}, "logprobs": None, "finish_reason": finish}]})
     if include_usage:
         for c in chunks:
             c["usage"] = None
@@ -113,6 +116,9 @@ async def chat_completions(request: Request, client: ClientDep) -> Response:
                 raise ApiError(404, f"The model {model!r} does not exist: {why} (models: {known})",
                                param="model", code="model_not_found")
             return await _passthrough(gw, obj, req, rid, client, t0, body)
+        if req.n is not None and req.n > 1:
+            raise ApiError(400, f"n: a downsize task answers with one choice, not {req.n}", param="n",
+                           code="invalid_request")
         users = [m for m in req.messages if m.role == "user"]
         if not users:
             raise ApiError(400, "messages: there is no user message (the text to classify is the last user "
@@ -144,7 +150,7 @@ async def chat_completions(request: Request, client: ClientDep) -> Response:
     usage = _usage(d)
     if req.stream:
         include = bool(req.stream_options and req.stream_options.include_usage)
-        resp = Response(_stream_body(rid, model, message, "stop", usage, include), media_type="text/event-stream",
+        resp = Response(_stream_body(rid, model, [(message, "stop")], usage, include), media_type="text/event-stream",
                         headers={**headers, "cache-control": "no-cache"})
     else:
         info = {"downsize": {"answered_by": d.answered_by, "confidence": conf, "cost_usd": d.teacher_cost_usd,
@@ -178,11 +184,10 @@ async def _passthrough(gw: Gateway, obj: dict[str, Any], req: ChatCompletionRequ
     finally:
         DEADLINE.reset(token)
     raw = res.raw if isinstance(res.raw, dict) else {}
-    choices = raw.get("choices") or [{}]
-    first = choices[0] if isinstance(choices[0], dict) else {}
-    message = first.get("message") if isinstance(first.get("message"), dict) else {"role": "assistant",
-                                                                                 "content": res.content}
-    finish = first.get("finish_reason") or "stop"
+    choices = [(c.get("message") if isinstance(c.get("message"), dict) else {"role": "assistant", "content": ""},
+                c.get("finish_reason") or "stop")
+               for c in (raw.get("choices") or []) if isinstance(c, dict)]
+    choices = choices or [({"role": "assistant", "content": res.content}, "stop")]
     cost = teacher.cfg.cost(res.input_tokens, res.output_tokens)
     usage = {"prompt_tokens": res.input_tokens, "completion_tokens": res.output_tokens,
              "total_tokens": res.input_tokens + res.output_tokens}
@@ -190,10 +195,10 @@ async def _passthrough(gw: Gateway, obj: dict[str, Any], req: ChatCompletionRequ
     out_model = str(raw.get("model") or teacher.model)
     if req.stream:
         include = bool(req.stream_options and req.stream_options.include_usage)
-        resp = Response(_stream_body(rid, out_model, message, finish, usage, include),
+        resp = Response(_stream_body(rid, out_model, choices, usage, include),
                         media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
     else:
-        resp = Response(dumps(raw) if raw else dumps(_completion_body(rid, out_model, message, finish, usage)),
+        resp = Response(dumps(raw) if raw else dumps(_completion_body(rid, out_model, *choices[0], usage)),
                         media_type="application/json", headers=headers)
     latency_ms = (time.perf_counter() - t0) * 1000
     log_text = gw.config.server.log_passthrough_text

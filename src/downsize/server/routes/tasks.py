@@ -16,8 +16,8 @@ from ...store import text_hash
 from .._body import check_text, dumps, parse_json, validate
 from .._deps import ClientDep
 from .._errors import ApiError, teacher_error
-from .._gateway import DEADLINE
 from .._schemas import ErrorBody, PredictRequest, PredictResponse
+from .._teacher import DEADLINE
 
 __all__ = ["router"]
 

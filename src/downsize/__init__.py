@@ -1,5 +1,76 @@
-"""downsize: distil routine LLM calls into small local models that answer only when they may."""
+"""downsize: distil routine LLM calls into small local models that answer only when they may.
+
+The public API, in the order data flows through it::
+
+    config → teacher → data → students → calibration → cascade → audit → report
+
+Importing ``downsize`` has no side effects: no clients, engines, models or network.
+"""
 
 from __future__ import annotations
 
+from .calibration import ThresholdCalibrator, clopper_pearson
+from .cascade import Cascade, Decision
+from .config import Config, TaskConfig, TeacherConfig, load_config, write_template
+from .data import TextData, read_texts
+from .errors import (
+    BudgetExceeded,
+    CalibrationError,
+    ConfigError,
+    CorruptArtifactError,
+    DataError,
+    DownsizeError,
+    NotCalibratedError,
+    NotFittedError,
+    StoreError,
+    StudentError,
+    TeacherError,
+    TeacherResponseError,
+    TeacherStatusError,
+    TeacherTimeout,
+)
+from .project import PredictSummary, Project
+from .replay import ReplayServer
+from .store import Store
+from .students import MiniLMStudent, TfidfStudent, load_student
+from .teacher import AsyncTeacher, Budget, RetryPolicy
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "AsyncTeacher",
+    "Budget",
+    "BudgetExceeded",
+    "CalibrationError",
+    "Cascade",
+    "Config",
+    "ConfigError",
+    "CorruptArtifactError",
+    "DataError",
+    "Decision",
+    "DownsizeError",
+    "MiniLMStudent",
+    "NotCalibratedError",
+    "NotFittedError",
+    "PredictSummary",
+    "Project",
+    "ReplayServer",
+    "RetryPolicy",
+    "Store",
+    "StoreError",
+    "StudentError",
+    "TaskConfig",
+    "TeacherConfig",
+    "TeacherError",
+    "TeacherResponseError",
+    "TeacherStatusError",
+    "TeacherTimeout",
+    "TextData",
+    "TfidfStudent",
+    "ThresholdCalibrator",
+    "clopper_pearson",
+    "load_config",
+    "load_student",
+    "read_texts",
+    "write_template",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -50,6 +51,8 @@ def create_app(config: Config, *, store: Store | None = None, auth: bool = True,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw = await Gateway.open(config, store=store, auth=auth, rate_limit_per_minute=rate_limit_per_minute)
         app.state.gateway = gw
+        gc.collect()
+        gc.freeze()  # the students and everything loaded so far: never scanned again by the collector
         try:
             yield
         finally:

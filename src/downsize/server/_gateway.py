@@ -121,7 +121,10 @@ class Gateway:
                                       calibrated=calibrated, mode_reason=reason,
                                       tokens=project.teacher_token_estimate(name), writer=writer,
                                       student_kind=kind, load_error=load_error)
-            log.info("task %s: %s mode (%s)", name, tasks[name].mode, reason)
+            rt = tasks[name]
+            log.info("task %s: %s mode (%s); student %s, threshold %s", name, rt.mode, reason,
+                     f"{kind} #{rt.student_version_id}" if rt.cascade else "none",
+                     "none" if rt.threshold is None else f"{rt.threshold:.4f}")
         keyring = KeyRing(store)
         if auth:
             await asyncio.to_thread(keyring.reload)
@@ -129,6 +132,10 @@ class Gateway:
                 log.warning("no API keys yet: every request will be refused with 401; "
                             "create one with `downsize keys create NAME`")
         limiter = RateLimiter(rate_limit_per_minute or config.server.rate_limit_per_minute)
+        log.info("gateway ready: %d task(s), API keys %s, pass-through to %s, rate limit %d/min",
+                 len(tasks), f"required ({len(keyring)} active)" if auth else "OFF",
+                 config.server.default_teacher if config.server.default_teacher in teachers else "nobody",
+                 limiter.per_minute)
         secrets = [k for k in (t.api_key() for t in config.teachers.values()) if k]
         return cls(config, store, owns_store=owns, auth=auth, writer=writer, metrics=metrics, keyring=keyring,
                    limiter=limiter, teachers=teachers, tasks=tasks, secrets=secrets)

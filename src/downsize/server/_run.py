@@ -29,6 +29,17 @@ def _uvicorn_kwargs(log_level: str, access_log: bool) -> dict[str, Any]:
             "timeout_keep_alive": 30, "server_header": False}
 
 
+def _log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging config plus downsize's loggers (applied in every worker process)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    cfg["loggers"]["downsize"] = {"handlers": ["default"], "level": log_level.upper(), "propagate": False}
+    return cfg
+
+
 def serve(config_path: str | os.PathLike[str] = "downsize.yaml", *, host: str = "127.0.0.1", port: int = 8000,
           workers: int = 1, auth: bool = True, log_level: str = "info", access_log: bool = False) -> None:
     """Serve the gateway until interrupted (SIGINT/SIGTERM shut it down cleanly, flushing the log).
@@ -43,7 +54,7 @@ def serve(config_path: str | os.PathLike[str] = "downsize.yaml", *, host: str = 
         log.warning("API keys are OFF (--insecure-no-auth): anyone who can reach %s:%d can use the teachers", host, port)
         if host not in _LOOPBACK:
             log.warning("--insecure-no-auth on %s, which is not loopback: this exposes paid teachers", host)
-    kwargs = _uvicorn_kwargs(log_level, access_log)
+    kwargs = {**_uvicorn_kwargs(log_level, access_log), "log_config": _log_config(log_level)}
     if workers <= 1:
         from ._app import create_app
 

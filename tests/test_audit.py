@@ -60,7 +60,8 @@ def test_flush_makes_rows_visible_without_stopping(tmp_store: Store) -> None:
     assert _count(tmp_store) == 2
 
 
-def test_a_bad_row_is_dropped_and_logged_the_rest_are_written(tmp_store: Store, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_bad_row_is_dropped_and_logged_the_rest_are_written(tmp_store: Store,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="downsize.audit"):
         with AuditWriter(tmp_store, flush_interval_s=0.01, retries=1) as w:
             w.submit(_row(1))
@@ -245,7 +246,8 @@ def test_cli_log_tail_and_export(tmp_path: Path) -> None:
     with store:
         store.log_requests([_row(i, task="news" if i % 2 else "other", client_key_id="key_1") for i in range(30)])
     runner = CliRunner()
-    tail = runner.invoke(app, ["log", "tail", "-n", "5", "--task", "news", "--config", str(cfg)], env={"COLUMNS": "200"})
+    tail = runner.invoke(app, ["log", "tail", "-n", "5", "--task", "news", "--config", str(cfg)],
+                         env={"COLUMNS": "200"})
     assert tail.exit_code == 0, tail.output
     assert "last 5 row(s) of news" in tail.stdout and "other" not in tail.stdout and tail.stdout.count("student") == 5
     out = tmp_path / "log.jsonl"
@@ -257,6 +259,8 @@ def test_cli_log_tail_and_export(tmp_path: Path) -> None:
 
 
 def test_cli_log_tail_follow(tmp_path: Path) -> None:
+    import os
+    import queue
     import subprocess
     import sys
     import time
@@ -266,19 +270,25 @@ def test_cli_log_tail_follow(tmp_path: Path) -> None:
         store.log_requests([_row(0)])
         proc = subprocess.Popen([sys.executable, "-m", "downsize.cli", "log", "tail", "--follow", "--interval", "0.1",
                                  "--config", str(cfg)], stdout=subprocess.PIPE, text=True,
-                                env={**__import__("os").environ, "COLUMNS": "200"})
-        try:
-            time.sleep(3.0)  # started and printed the table
-            store.log_requests([_row(1, answer="followed-row")])
-            deadline = time.monotonic() + 20
-            seen = ""
-            import select as _select
+                                env={**os.environ, "COLUMNS": "200"})
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+        seen = ""
 
-            while "followed-row" not in seen and time.monotonic() < deadline:
-                ready, _, _ = _select.select([proc.stdout], [], [], 0.5)
-                if ready:
-                    seen += proc.stdout.readline()  # type: ignore[union-attr]
-            assert "followed-row" in seen
+        def read_until(needle: str, timeout: float) -> bool:
+            nonlocal seen
+            deadline = time.monotonic() + timeout
+            while needle not in seen and time.monotonic() < deadline:
+                try:
+                    seen += lines.get(timeout=0.2)
+                except queue.Empty:
+                    pass
+            return needle in seen
+
+        try:
+            assert read_until("└", 60), seen  # the initial table is out: following from here
+            store.log_requests([_row(1, answer="followed-row")])
+            assert read_until("followed-row", 30), seen
         finally:
             proc.terminate()
             proc.wait(timeout=10)

@@ -91,7 +91,8 @@ def test_confident_text_is_answered_by_the_student(client: OpenAI, gateway_proje
     assert float(raw.headers["x-downsize-cost-usd"]) == 0.0
     assert c.usage is not None and c.usage.total_tokens == 0
     [row] = _wait_rows(store, c.id)
-    assert (row.task, row.answered_by, row.answer, row.status_code) == ("news", "student", c.choices[0].message.content, 200)
+    assert (row.task, row.answered_by, row.answer, row.status_code) == (
+        "news", "student", c.choices[0].message.content, 200)
     assert row.input_hash == text_hash(text) and row.input_text == text
     assert row.threshold == pytest.approx(gateway_project.threshold) and row.student_version_id is not None
     assert row.teacher_only_cost_usd > 0 and row.teacher_cost_usd == 0
@@ -137,7 +138,8 @@ def test_streaming(client: OpenAI, gateway_project: Any) -> None:
 
 
 @pytest.mark.parametrize("fmt", [{"type": "json_object"},
-                                 {"type": "json_schema", "json_schema": {"name": "label", "schema": {"type": "object"}}}])
+                                 {"type": "json_schema",
+                                  "json_schema": {"name": "label", "schema": {"type": "object"}}}])
 def test_json_response_format(client: OpenAI, gateway_project: Any, fmt: dict[str, Any]) -> None:
     text = gateway_project.unsure[1]
     c = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}],
@@ -261,8 +263,9 @@ def test_healthz_and_metrics(server: ServerThread, client: OpenAI, gateway_proje
     assert body["tasks"]["news"]["mode"] == "cascade"
     m = httpx.get(f"{server.url}/metrics")
     assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
-    for name in ('downsize_requests_total{answered_by="student",task="news"}', "downsize_request_latency_seconds_bucket",
-                 "downsize_teacher_cost_usd_total", "downsize_saved_usd_total", 'downsize_escalation_ratio{task="news"}',
+    for name in ('downsize_requests_total{answered_by="student",task="news"}',
+                 "downsize_request_latency_seconds_bucket", "downsize_teacher_cost_usd_total",
+                 "downsize_saved_usd_total", 'downsize_escalation_ratio{task="news"}',
                  'downsize_teacher_up{teacher="default"} 1.0'):
         assert name in m.text, name
 
@@ -351,7 +354,8 @@ def test_the_teacher_key_never_leaves(gateway_project: Any, fault_server: Any, t
             c = OpenAI(base_url=srv.base_url, api_key="x", max_retries=0)
             for model, text in ((MODEL, gateway_project.unsure[22]), ("gpt-4o", "hello")):
                 try:
-                    r = c.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": text}])
+                    r = c.chat.completions.with_raw_response.create(
+                        model=model, messages=[{"role": "user", "content": text}])
                     seen += [r.http_response.text, str(dict(r.headers))]
                 except openai.APIStatusError as exc:
                     seen += [exc.response.text, str(exc), str(dict(exc.response.headers))]

@@ -158,3 +158,11 @@ def test_encoded_surrogate_in_predict_inputs(app_client: tuple[TestClient, str])
     c, key = app_client
     r = _post(c, "/v1/tasks/news/predict", b'{"inputs": ["ok", "\xed\xa0\x80"]}', key)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+
+def test_openapi_schema_documents_the_routes(app_client: tuple[TestClient, str]) -> None:
+    c, _ = app_client
+    paths = c.get("/openapi.json").json()["paths"]
+    assert {"/v1/chat/completions", "/v1/tasks/{task}/predict", "/v1/models", "/healthz", "/metrics"} <= set(paths)
+    body = paths["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"model", "messages"} <= set(body["required"])

@@ -184,6 +184,7 @@ class AuditWriter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._hurry = threading.Event()
         self._give_up_at: float | None = None
         self._dropped_at_close = 0
         self.stats: dict[str, int] = {"written": 0, "spot_checks": 0, "labels": 0, "batches": 0,
@@ -223,6 +224,7 @@ class AuditWriter:
         self._dropped_at_close = self.stats["dropped"]
         self._stop.set()
         self._q.put(None)
+        self._hurry.set()
         self._thread.join(None if timeout is None else timeout + 2.0)  # room to record giving up
         ok = not self._thread.is_alive()
         lost = self.stats["dropped"] - self._dropped_at_close
@@ -237,6 +239,7 @@ class AuditWriter:
             return self.pending == 0
         marker = _Marker(threading.Event())
         self._q.put(marker)
+        self._hurry.set()
         return marker.done.wait(timeout)
 
     # -- producers (any thread, never block) --------------------------------------------
@@ -284,7 +287,8 @@ class AuditWriter:
                 if first is not None:
                     items.append(first)
                     if isinstance(first, tuple) and not self._stop.is_set():
-                        time.sleep(self.flush_interval_s)  # let a batch gather
+                        self._hurry.wait(self.flush_interval_s)  # let a batch gather (flush/close cut it short)
+                self._hurry.clear()
                 stop = self._collect(items) or first is None
                 self._write_until_done(items)
                 while stop:  # write whatever is left, then end

@@ -16,14 +16,15 @@ import httpx
 from ..audit import AuditWriter, audit_rows, request_row
 from ..cascade import Cascade, Decision
 from ..config import Config
-from ..errors import NotCalibratedError, StudentError, TeacherError
+from ..errors import NotCalibratedError, StudentError
 from ..keys import KeyRing
-from ..store import Store, utcnow
+from ..store import Store
 from ..teacher import AsyncTeacher
 from ._limits import CircuitBreaker, RateLimiter
 from ._metrics import Metrics
 from ._runtime import TaskRuntime
-from ._teacher import DEADLINE, GuardedTeacher
+from ._spot import SpotChecker
+from ._teacher import GuardedTeacher
 
 __all__ = ["Gateway"]
 
@@ -35,9 +36,6 @@ class Gateway:
 
     health_ttl_s = 5.0
     probe_timeout_s = 2.0
-    #: Spot checks in flight per teacher, at most, as a share of its max_concurrency: they must
-    #: never take the slots that escalated requests are waiting for.
-    spot_check_share = 0.25
 
     def __init__(self, config: Config, store: Store, *, owns_store: bool, auth: bool, writer: AuditWriter,
                  metrics: Metrics, keyring: KeyRing, limiter: RateLimiter, teachers: dict[str, GuardedTeacher],
@@ -54,8 +52,8 @@ class Gateway:
         self.tasks = tasks
         self.default_teacher = teachers.get(config.server.default_teacher)
         self._secrets = [s for s in secrets if s and len(s) >= 4]
-        self._bg: set[asyncio.Task[Any]] = set()
-        self._spot_in_flight: dict[str, int] = {}
+        self.spot_checks = SpotChecker(config, store, breakers={n: t.breaker for n, t in teachers.items()},
+                                       writer=writer, metrics=metrics, redact=self.redact)
         self._key_reload: asyncio.Task[bool] | None = None
         self._rng = random.Random()
         self._ids = random.Random(os.urandom(32))  # seeded in this process (workers never share a sequence)
@@ -137,19 +135,16 @@ class Gateway:
                  config.server.default_teacher if config.server.default_teacher in teachers else "nobody",
                  limiter.per_minute)
         secrets = [k for k in (t.api_key() for t in config.teachers.values()) if k]
-        return cls(config, store, owns_store=owns, auth=auth, writer=writer, metrics=metrics, keyring=keyring,
-                   limiter=limiter, teachers=teachers, tasks=tasks, secrets=secrets)
+        gw = cls(config, store, owns_store=owns, auth=auth, writer=writer, metrics=metrics, keyring=keyring,
+                 limiter=limiter, teachers=teachers, tasks=tasks, secrets=secrets)
+        gw.spot_checks.start()
+        return gw
 
     async def aclose(self, *, grace_s: float = 5.0) -> None:
         """Let background spot checks finish (up to ``grace_s``), close the teachers, flush the log."""
         if self._key_reload is not None:
             await asyncio.gather(self._key_reload, return_exceptions=True)
-        if self._bg:
-            _, pending = await asyncio.wait(list(self._bg), timeout=grace_s)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.to_thread(self.spot_checks.close, grace_s)
         for rt in self.tasks.values():
             if rt.batcher is not None:
                 rt.batcher.close()
@@ -224,41 +219,11 @@ class Gateway:
         self.metrics.error(task, status)
 
     def maybe_spot_check(self, rt: TaskRuntime, text: str, d: Decision, request_id: str) -> None:
-        """With probability ``spot_check_rate``, re-ask the teacher in the background."""
+        """With probability ``spot_check_rate``, re-ask the teacher in the background (never waited for)."""
         rate = rt.cfg.spot_check_rate
-        if rate <= 0 or self._rng.random() >= rate:
-            return
-        name = rt.teacher.name
-        limit = max(1, int(rt.teacher.cfg.max_concurrency * self.spot_check_share))
-        if self._spot_in_flight.get(name, 0) >= limit:
-            self.metrics.spot_checks.labels(rt.name, "skipped").inc()
-            return
-        self._spot_in_flight[name] = self._spot_in_flight.get(name, 0) + 1
-        task = asyncio.create_task(self._spot_check(rt, text, d, request_id))
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
-        task.add_done_callback(lambda _: self._spot_in_flight.__setitem__(name, self._spot_in_flight[name] - 1))
-
-    async def _spot_check(self, rt: TaskRuntime, text: str, d: Decision, request_id: str) -> None:
-        DEADLINE.set(asyncio.get_running_loop().time() + max(30.0, self.config.server.deadline_s))
-        teacher_label: str | None = None
-        cost = 0.0
-        try:
-            ans = await rt.teacher.classify(text, task_name=rt.name, task=rt.cfg)
-            teacher_label, cost = ans.label, ans.cost_usd
-        except TeacherError as exc:
-            log.info("spot check of %s for task %s: teacher failed: %s", request_id, rt.name, self.redact(str(exc)))
-        except Exception as exc:  # a spot check must never take anything down
-            log.error("spot check of %s for task %s failed: %s", request_id, rt.name, self.redact(repr(exc)))
-        agree = None if teacher_label is None else teacher_label == d.label
-        self.writer.submit_spot_check({
-            "request_id": request_id, "task": rt.name, "ts": utcnow(), "student_version_id": rt.student_version_id,
-            "student_label": d.label, "teacher_label": teacher_label, "agree": agree, "teacher_cost_usd": cost,
-        })
-        result = "teacher_failed" if agree is None else ("agree" if agree else "disagree")
-        self.metrics.spot_checks.labels(rt.name, result).inc()
-        if cost:
-            self.metrics.teacher_cost.labels(rt.name, "spot_check").inc(cost)
+        if rate > 0 and self._rng.random() < rate:
+            self.spot_checks.submit(task=rt.name, task_cfg=rt.cfg, teacher=rt.teacher.name, text=text, label=d.label,
+                                    request_id=request_id, student_version_id=rt.student_version_id)
 
     # -- health ---------------------------------------------------------------------------
     async def probe_teacher(self, name: str) -> dict[str, Any]:

@@ -84,7 +84,7 @@ def _usage(d: Decision) -> dict[str, int]:
     response_model=ChatCompletion,
     responses=_ERRORS,
     openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")}
+        "application/json": {"schema": ChatCompletionRequest.model_json_schema()}
     }}},
 )
 async def chat_completions(request: Request, client: ClientDep) -> Response:
@@ -131,11 +131,13 @@ async def chat_completions(request: Request, client: ClientDep) -> Response:
             raise teacher_error(exc, teacher=rt.teacher.name) from None
         finally:
             DEADLINE.reset(token)
-    except ApiError as exc:
-        exc.headers.setdefault("x-request-id", rid)
+    except Exception as exc:  # audited (when a model was named), then answered by the error handlers
+        status, message = (exc.status, exc.message) if isinstance(exc, ApiError) else (500, type(exc).__name__)
+        if isinstance(exc, ApiError):
+            exc.headers.setdefault("x-request-id", rid)
         if rt is not None or model:
             gw.record_error(task=rt.name if rt else None, model=model or "?", input_hash=_hash(text, body),
-                            text=text, status=exc.status, message=exc.message, request_id=rid,
+                            text=text, status=status, message=message, request_id=rid,
                             key_id=client.key_id, latency_ms=(time.perf_counter() - t0) * 1000)
         raise
 

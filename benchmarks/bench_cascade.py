@@ -74,7 +74,7 @@ teachers:
     model: replay-gpt-4o
     price_per_1m_input: {pin}
     price_per_1m_output: {pout}
-    max_concurrency: 128
+    max_concurrency: 32
     timeout_s: 30
     max_retries: 4
 tasks:
@@ -87,7 +87,7 @@ tasks:
 """
 
 
-def resplits(student, cal_texts, cal_ref, test_texts, test_ref, alpha, delta, n=100, seed=0) -> dict:
+def resplits(student, cal_texts, cal_ref, test_texts, test_ref, alpha, delta, bound, n=100, seed=0) -> dict:
     """Re-draw calibration/test from the pooled held-out rows n times; how often does the bound hold?"""
     X = list(cal_texts) + list(test_texts)
     ref = np.asarray(list(cal_ref) + list(test_ref))
@@ -101,7 +101,7 @@ def resplits(student, cal_texts, cal_ref, test_texts, test_ref, alpha, delta, n=
         perm = rng.permutation(len(X))
         c, t = perm[:n_cal], perm[n_cal:]
         try:
-            cal = ThresholdCalibrator(alpha=alpha, delta=delta).fit(conf[c], correct[c])
+            cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=bound).fit(conf[c], correct[c])
         except CalibrationError:
             none += 1
             held += 1
@@ -165,7 +165,8 @@ def run(name: str, student: str, alpha: float, delta: float, latency_ms: float, 
                 t_test = asyncio.run(teacher_labels(te.texts))
                 ok = [i for i, l in enumerate(t_test) if l is not None]
                 rs = resplits(st, [e.text for e in cal_ex], [e.label for e in cal_ex],
-                              [te.texts[i] for i in ok], [t_test[i] for i in ok], alpha, delta)
+                              [te.texts[i] for i in ok], [t_test[i] for i in ok], alpha, delta,
+                              p.config.task("bench").bound)
                 # student alone on every test row: agreement with the teacher, single-request latency, CPU energy
                 c0 = time.process_time()
                 s_pred = st.predict(te.texts)

@@ -91,6 +91,11 @@ class TaskConfig(_Strict):
     mode: Literal["cascade", "shadow"] = "cascade"
     spot_check_rate: float = Field(default=0.02, ge=0, le=1)
     log_text: bool = True
+    bound: Literal["hoeffding_bentkus", "binomial"] = Field(
+        default="hoeffding_bentkus",
+        description="p-values of the threshold tests: Hoeffding-Bentkus (a little more conservative: "
+        "realised test disagreement stays under alpha more often) or the exact binomial",
+    )
     calibration_fraction: float = Field(default=0.3, gt=0.05, lt=0.9)
     min_examples_per_label: int = Field(default=5, ge=2)
 
@@ -281,6 +286,7 @@ tasks:
     text_field: text                 # column that holds the text in your data files
     alpha: 0.02                      # the student may disagree with the teacher on at most 2 %...
     delta: 0.05                      # ...of what it answers, with 95 % confidence
+    bound: hoeffding_bentkus         # or binomial (exact; a little less conservative)
     student: auto                    # auto | tfidf | minilm
     mode: cascade                    # cascade | shadow (teacher answers, student learns)
     spot_check_rate: 0.02            # share of student answers re-checked by the teacher

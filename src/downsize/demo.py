@@ -37,7 +37,7 @@ teachers:
     model: replay-gpt-4o
     price_per_1m_input: {pin}
     price_per_1m_output: {pout}
-    max_concurrency: 64
+    max_concurrency: 32
     timeout_s: 10
     max_retries: 3
 tasks:

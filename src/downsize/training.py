@@ -89,7 +89,7 @@ def _student(kind: str, seed: int, params: dict[str, dict[str, Any]]) -> Any:
     return make_student(kind, **{"random_state": seed, "min_examples_per_label": 2, **params.get(kind, {})})
 
 
-def _select(kinds: list[str], X: list[str], y: list[str], alpha: float, delta: float, seed: int,
+def _select(kinds: list[str], X: list[str], y: list[str], alpha: float, delta: float, bound: str, seed: int,
             params: dict[str, Any]) -> tuple[str, list[dict[str, Any]], str]:
     """Fit each candidate on part of the training data; keep the best calibrated coverage at α."""
     if len(kinds) == 1:
@@ -104,7 +104,7 @@ def _select(kinds: list[str], X: list[str], y: list[str], alpha: float, delta: f
         pred = st.classes_[proba.argmax(1)]
         correct = pred == np.asarray(y_sel)
         try:
-            cal = ThresholdCalibrator(alpha=alpha, delta=delta).fit(proba.max(1), correct)
+            cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=bound).fit(proba.max(1), correct)
             cov = cal.coverage_ if cal.threshold_ is not None else 0.0
         except CalibrationError:
             cov = 0.0
@@ -151,7 +151,7 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     selection: list[dict[str, Any]] = []
     reason = f"configured student {kind!r}"
     if kind == "auto":
-        kind, selection, reason = _select(candidate_kinds(), X_tr, y_tr, task.alpha, task.delta, seed, params)
+        kind, selection, reason = _select(candidate_kinds(), X_tr, y_tr, task.alpha, task.delta, task.bound, seed, params)
     t0 = time.perf_counter()
     student = _student(kind, seed, params).fit(X_tr, y_tr)
     train_s = time.perf_counter() - t0
@@ -216,14 +216,14 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     correct = pred == np.asarray([e.label for e in exs])
     sources = {e.source for e in exs}
     reference = sources.pop() if len(sources) == 1 else "mixed"
-    cal = ThresholdCalibrator(alpha=alpha, delta=delta).fit(proba.max(1), correct)
+    cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=task.bound).fit(proba.max(1), correct)
     curve = _thin([dict(r) for r in getattr(cal, "curve_", [])], cal.threshold_)
     run = CalibrationRun(
         task=task_name, student_version_id=sv.id, alpha=alpha, delta=delta,
         threshold=None if cal.threshold_ is None else float(cal.threshold_),
         coverage=float(cal.coverage_), coverage_lo=float(cal.coverage_interval_[0]),
         coverage_hi=float(cal.coverage_interval_[1]), n_calib=int(cal.n_), n_answered=int(cal.n_answered_),
-        errors_answered=int(cal.errors_answered_), reference=reference, method="ltt-binomial-fst",
+        errors_answered=int(cal.errors_answered_), reference=reference, method=f"ltt-{task.bound.replace('_', '-')}-fst",
         details={"guarantee": cal.guarantee_, "risk_upper": _f(getattr(cal, "risk_upper_", None)),
                  "curve": curve, "student_version": sv.version,
                  "agreement_all": float(correct.mean())},

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from bench_cascade import RESULTS, run
@@ -31,7 +32,9 @@ def _row(mode: str, r: dict) -> list[str]:
                 en["student_only"])
     else:
         local = r["share_local"]
-        agree = local * (1 - (r["realised_disagreement_local"] or 0.0)) + (1 - local)
+        dis = r["realised_disagreement_local"]
+        dis = 0.0 if dis is None or math.isnan(dis) else dis  # nothing answered locally: nothing to disagree on
+        agree = local * (1 - dis) + (1 - local)
         vals = (acc["cascade"], agree, local, cost["cascade"], lat["cascade_p50"], lat["cascade_p95"], en["cascade"])
     a, g, loc, c, p50, p95, e = vals
     return [r["dataset"], mode, f"{a:.2%}", f"{g:.2%}", f"{loc:.1%}", f"${c:.3f}", f"{p50:,.2f}", f"{p95:,.1f}", f"{e:.3f}"]

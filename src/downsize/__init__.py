@@ -4,7 +4,8 @@ The public API, in the order data flows through it::
 
     config → teacher → data → students → calibration → cascade → audit → report
 
-Importing ``downsize`` has no side effects: no clients, engines, models or network.
+Importing ``downsize`` has no side effects: no clients, engines, models or network, and no
+web framework (the replay teacher and the gateway live in ``downsize.replay`` and ``downsize.server``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from .errors import (
     TeacherTimeout,
 )
 from .project import PredictSummary, Project
-from .replay import ReplayServer
 from .store import Store
 from .students import MiniLMStudent, TfidfStudent, load_student
 from .teacher import AsyncTeacher, Budget, RetryPolicy
@@ -54,7 +54,6 @@ __all__ = [
     "NotFittedError",
     "PredictSummary",
     "Project",
-    "ReplayServer",
     "RetryPolicy",
     "Store",
     "StoreError",

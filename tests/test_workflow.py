@@ -98,7 +98,10 @@ def test_calibrated_cascade_keeps_its_promise_on_fresh_data(project: Project, re
     from downsize.store import RequestLog
 
     with project.store.session() as ss:
-        assert ss.scalar(select(func.count()).select_from(RequestLog).where(RequestLog.channel == "batch")) >= s.rows
+        assert ss.scalar(select(func.count()).select_from(RequestLog).where(RequestLog.channel == "batch")) == s.rows
+        # the summary's teacher-only baseline is the one the audit log (and so the report) holds
+        logged = ss.scalar(select(func.sum(RequestLog.teacher_only_cost_usd)).where(RequestLog.channel == "batch"))
+    assert s.teacher_only_cost_usd == pytest.approx(logged)
 
 
 def test_eval_against_gold_and_plot(project: Project, tmp_path: Path) -> None:

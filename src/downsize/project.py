@@ -28,7 +28,7 @@ from .calibration import ThresholdCalibrator
 from .cascade import Cascade, Decision
 from .config import Config, TeacherConfig, load_config
 from .data import read_texts, write_rows
-from .errors import NotCalibratedError
+from .errors import DataError, NotCalibratedError
 from .store import CalibrationRun, Store, StudentVersion, TeacherCall
 from .teacher import AsyncTeacher, Budget, build_messages
 from .training import TrainResult, calibrate_task, load_student_version, train_task
@@ -162,6 +162,13 @@ class Project:
                     budget_usd: float | None = None, progress: bool = True, chunk: int = 256
                     ) -> tuple[list[Decision], Cascade]:
         """Answer ``texts`` through the cascade and write one audit-log row per text."""
+        decisions, cas, _ = self._run_cascade(task, texts, channel=channel, budget_usd=budget_usd,
+                                              progress=progress, chunk=chunk)
+        return decisions, cas
+
+    def _run_cascade(self, task: str, texts: Sequence[str], *, channel: str, budget_usd: float | None,
+                     progress: bool, chunk: int = 256) -> tuple[list[Decision], Cascade, tuple[float, float]]:
+        """:meth:`run_cascade`, also returning the teacher token estimate its audit rows used."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         tcfg = self.config.teacher_for(task)
@@ -186,7 +193,7 @@ class Project:
             return cas
 
         cas = asyncio.run(go())
-        return decisions, cas
+        return decisions, cas, tokens
 
     def predict(self, task: str, path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
                 *, text_col: str | None = None, limit: int | None = None, budget_usd: float | None = None,
@@ -194,7 +201,8 @@ class Project:
         """Run the cascade over a file; write label, confidence, answered_by, latency and cost per row."""
         t = self.config.task(task)
         data = read_texts(path, text_col or t.text_field, limit=limit)
-        decisions, cas = self.run_cascade(task, data.texts, budget_usd=budget_usd, progress=progress)
+        decisions, cas, tokens = self._run_cascade(task, data.texts, channel="batch", budget_usd=budget_usd,
+                                                   progress=progress)
         if output is not None:
             write_rows(output, [
                 {"row": r, "text": x, "label": d.label, "confidence": round(d.confidence, 6),
@@ -202,12 +210,12 @@ class Project:
                  "cost_usd": d.teacher_cost_usd, "reason": d.reason}
                 for r, x, d in zip(data.rows, data.texts, decisions)
             ])
-        return self._summary(task, decisions, cas, output, data.skipped)
+        return self._summary(task, decisions, cas, tokens, output, data.skipped)
 
-    def _summary(self, task: str, decisions: list[Decision], cas: Cascade, output: Any,
-                 skipped: list[tuple[int, str]]) -> PredictSummary:
+    def _summary(self, task: str, decisions: list[Decision], cas: Cascade, tokens: tuple[float, float],
+                 output: Any, skipped: list[tuple[int, str]]) -> PredictSummary:
+        """The end-of-run figures; teacher-only cost uses the same token estimate as the audit rows."""
         tcfg = self.config.teacher_for(task)
-        tokens = self.teacher_token_estimate(task)
         n = len(decisions)
         by: dict[str, int] = {}
         for d in decisions:
@@ -246,8 +254,6 @@ class Project:
 
 
 def _check_gold_labels(labels: list[str], rows: list[int], allowed: list[str], path: str) -> None:
-    from .errors import DataError
-
     bad = [(r, lab) for r, lab in zip(rows, labels) if lab not in allowed]
     if bad:
         names = sorted({lab for _, lab in bad})

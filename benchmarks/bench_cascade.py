@@ -218,15 +218,20 @@ def run(name: str, student: str, alpha: float, delta: float, latency_ms: float, 
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(doc: str | None) -> argparse.Namespace:
+    """The options shared by this script and run_all.py."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["reuters_r8", "rotten_tomatoes"])
     ap.add_argument("--student", default="auto")
     ap.add_argument("--alpha", type=float, default=0.02)
     ap.add_argument("--delta", type=float, default=0.05)
     ap.add_argument("--latency-ms", type=float, default=300.0)
     ap.add_argument("--teacher-noise", type=float, default=0.0)
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = parse_args(__doc__)
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in a.datasets:

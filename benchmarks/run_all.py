@@ -14,12 +14,11 @@ the guarantee is then about agreement with a teacher that is itself sometimes wr
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 
-from bench_cascade import RESULTS, run
+from bench_cascade import RESULTS, parse_args, run
 
 
 def _row(mode: str, r: dict) -> list[str]:
@@ -41,14 +40,7 @@ def _row(mode: str, r: dict) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=["reuters_r8", "rotten_tomatoes"])
-    ap.add_argument("--student", default="auto")
-    ap.add_argument("--alpha", type=float, default=0.02)
-    ap.add_argument("--delta", type=float, default=0.05)
-    ap.add_argument("--latency-ms", type=float, default=300.0)
-    ap.add_argument("--teacher-noise", type=float, default=0.0)
-    a = ap.parse_args()
+    a = parse_args(__doc__)
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = f"-noise{a.teacher_noise:g}" if a.teacher_noise else ""
     results = []

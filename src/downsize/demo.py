@@ -125,13 +125,9 @@ def run_demo(directory: Path = Path("downsize-demo"), *, teacher_latency_ms: flo
             console.rule("5. evaluate against gold (teacher-only baseline included)")
             ev = evaluate_file(p, "news", test_path, plot=directory / "coverage-accuracy.png")
 
-            report_path = None
-            try:
-                from .report import write_report
+            from .report import write_report
 
-                report_path = write_report(p.store, p.config, directory / "report.html")
-            except ImportError:  # pragma: no cover - the report module is part of the package
-                pass
+            report_path = write_report(p.store, p.config, directory / "report.html")
             lat_t = p.teacher_latencies("news")
 
     n = ps.rows
@@ -153,7 +149,7 @@ def run_demo(directory: Path = Path("downsize-demo"), *, teacher_latency_ms: flo
         "student_alone_accuracy": ev.student["accuracy"],
         "threshold": run.threshold,
         "student": tr.kind,
-        "report": str(report_path) if report_path else None,
+        "report": str(report_path),
         "seconds": time.perf_counter() - t_start,
     }
     console.rule("before / after")
@@ -175,7 +171,6 @@ def run_demo(directory: Path = Path("downsize-demo"), *, teacher_latency_ms: flo
     t.add_row("p50 latency", ms(a["latency_p50_ms"]), ms(b["latency_p50_ms"]))
     t.add_row("p95 latency", ms(a["latency_p95_ms"]), ms(b["latency_p95_ms"]))
     console.print(t)
-    if report_path:
-        console.print(f"report: [bold]{report_path}[/]")
+    console.print(f"report: [bold]{report_path}[/]")
     console.print(f"plot: {ev.plot}\ndemo took {figures['seconds']:.0f} s")
     return figures

@@ -8,7 +8,6 @@ version, and records the split so that ``calibrate_task`` uses exactly the held-
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from ._artifacts import sha256_bytes
 from .calibration import ThresholdCalibrator
 from .config import Config
 from .errors import CalibrationError, CorruptArtifactError, StudentError
@@ -52,7 +52,7 @@ def candidate_kinds() -> list[str]:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_bytes(path.read_bytes())
 
 
 def _dir_size(path: Path) -> int:

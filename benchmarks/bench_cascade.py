@@ -159,8 +159,8 @@ def run(name: str, student: str, alpha: float, delta: float, latency_ms: float, 
                 async def teacher_labels(texts):
                     task = p.config.task("bench")
                     async with p.teacher("bench") as t:
-                        return [a.label for a in await asyncio.gather(
-                            *(t.classify(x, task_name="bench", task=task) for x in texts))]
+                        return [a.answer for a in await asyncio.gather(
+                            *(t.ask(x, task_name="bench", task=task) for x in texts))]
 
                 t_test = asyncio.run(teacher_labels(te.texts))
                 ok = [i for i, l in enumerate(t_test) if l is not None]

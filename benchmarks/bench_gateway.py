@@ -43,7 +43,7 @@ import numpy as np
 
 from downsize.data import read_texts
 from downsize.demo import demo_data
-from downsize.keys import create_key
+from downsize.server.keys import create_key
 from downsize.project import Project
 from downsize.replay import ReplayProcess
 from downsize.store import RequestLog, SpotCheck, Store
@@ -195,7 +195,7 @@ def student_p99(project: Project, texts: list[str], n: int = 2000) -> dict[str, 
     ms = []
     for i in range(n):
         t0 = time.perf_counter()
-        cas.student_scores([texts[i % len(texts)]])
+        cas.score([texts[i % len(texts)]])
         ms.append((time.perf_counter() - t0) * 1000)
     return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
 
@@ -243,7 +243,7 @@ def main() -> None:
             run = p.store.latest_calibration("news")
             print(f"labelled, trained, calibrated in {time.perf_counter() - t0:.1f}s: λ={run.threshold:.4f}, "
                   f"coverage {run.coverage:.1%} at α={run.alpha}", flush=True)
-            _, conf, _, _ = p.cascade("news").student_scores(test.texts)
+            conf = [s.confidence for s in p.cascade("news").score(test.texts)]
             confident = [t for t, c in zip(test.texts, conf) if c >= (run.threshold or 2)]
             out["student_alone"] = student_p99(p, confident)
             run_tag = f"{time.time():.0f}"

@@ -154,7 +154,7 @@ def bench(kind: str, name: str, args: argparse.Namespace) -> dict[str, object]:
 
 def encoder_bench(args: argparse.Namespace) -> list[dict[str, object]]:
     """Raw encoder throughput on Reuters-length and short texts; cache speed."""
-    from downsize._encoder import MiniLMEncoder
+    from downsize.students.encoder import MiniLMEncoder
 
     out = []
     for name in ("reuters_r8", "rotten_tomatoes"):

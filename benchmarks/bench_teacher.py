@@ -23,9 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from downsize.config import TaskConfig
+from downsize.config import ClassifyTask
 from downsize.data import read_texts
-from downsize.labeling import LabelSummary, label_texts
+from downsize.data.labeling import LabelSummary, label_texts
 from downsize.replay import ReplayProcess
 from downsize.store import Store
 from downsize.teacher import AsyncTeacher
@@ -45,7 +45,7 @@ def _cpu_s(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _run(store: Store, base_url: str, task_name: str, task: TaskConfig, texts: list[str],
+async def _run(store: Store, base_url: str, task_name: str, task: ClassifyTask, texts: list[str],
                concurrency: int, progress: bool) -> LabelSummary:
     async with AsyncTeacher(base_url, model="replay-gpt-4o", store=store, max_concurrency=concurrency,
                             price_per_1m_input=2.5, price_per_1m_output=10.0) as teacher:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = read_texts(args.data, label_col="label", limit=args.limit)
     labels = sorted(set(data.labels or []))
-    task = TaskConfig(instructions="Route the newswire story to its topic.", labels={x: x for x in labels})
+    task = ClassifyTask(instructions="Route the newswire story to its topic.", labels={x: x for x in labels})
     print(f"data: {args.data} ({len(data):,} rows, {len(set(data.texts)):,} distinct, {len(labels)} labels)")
     print(f"machine: Python {platform.python_version()}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}; concurrency {args.concurrency}; replay teacher in a separate process, 0 ms latency")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 from bench_cascade import RESULTS, parse_args, run
 

@@ -18,9 +18,10 @@ from fastapi.responses import Response
 # =====================================================================================
 # teacher / replay / labeling: data, the replay teacher, and a scripted fault server
 # =====================================================================================
-from downsize.config import TaskConfig
+from downsize.config import ClassifyTask
 from downsize.data import read_texts
-from downsize.replay import ReplayServer, _ServerThread
+from downsize._uvicorn import ServerThread as _ServerThread
+from downsize.replay import ReplayServer
 from downsize.store import Store
 
 REUTERS_DEMO = Path(__file__).resolve().parents[1] / "src" / "downsize" / "_assets" / "reuters_r8_demo-train.csv.gz"
@@ -50,8 +51,8 @@ def reuters_records(reuters_rows: tuple[list[str], list[str]]) -> dict[str, str]
 
 
 @pytest.fixture(scope="session")
-def r8_task() -> TaskConfig:
-    return TaskConfig(instructions="Route the news story to its topic.", labels=R8_LABELS)
+def r8_task() -> ClassifyTask:
+    return ClassifyTask(instructions="Route the news story to its topic.", labels=R8_LABELS)
 
 
 @pytest.fixture
@@ -220,7 +221,7 @@ def gateway_project(tmp_path_factory: pytest.TempPathFactory) -> GatewayProject:
             p.label("news", REUTERS_DEMO, progress=False)
             p.train("news", kind="tfidf")
             run, _ = p.calibrate("news")
-            _, conf, _, _ = p.cascade("news").student_scores(held_out.texts)
+            conf = [s.confidence for s in p.cascade("news").score(held_out.texts)]
     assert run.threshold is not None, "the gateway tests need a task with a threshold"
     confident = [t for t, c in zip(held_out.texts, conf) if c >= run.threshold]
     unsure = [t for t, c in zip(held_out.texts, conf) if c < run.threshold]

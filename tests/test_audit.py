@@ -15,14 +15,23 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from downsize.audit import LOG_COLUMNS, AuditWriter, export_log, parse_since, read_log, request_row
+from downsize.audit import (
+    LOG_COLUMNS,
+    AuditRecord,
+    AuditWriter,
+    ShadowLabel,
+    SpotCheckRecord,
+    export_log,
+    parse_since,
+    read_log,
+)
 from downsize.errors import DataError
 from downsize.store import Label, RequestLog, SpotCheck, Store, text_hash, utcnow
 
 
-def _row(i: int, **kw: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {"task": "t", "answer": "a", **kw}
-    return request_row(request_id=f"r{i}", model="downsize/t", input_hash=text_hash(str(i)),
+def _row(i: int, **kw: Any) -> AuditRecord:
+    fields: dict[str, Any] = {"task": "t", "answer": "a", **{k: v for k, v in kw.items() if v is not None}}
+    return AuditRecord(request_id=f"r{i}", model="downsize/t", input_hash=text_hash(str(i)),
                        answered_by="student", latency_ms=1.0, **fields)
 
 
@@ -31,14 +40,16 @@ def _count(store: Store, table: Any = RequestLog) -> int:
         return int(s.scalar(select(func.count()).select_from(table)) or 0)
 
 
-def test_request_row_fills_every_column_and_rejects_unknown_ones() -> None:
-    row = _row(1, confidence=0.9)
+def test_audit_record_fills_every_column_and_rejects_unknown_ones() -> None:
+    row = _row(1, confidence=0.9).row()
     assert set(row) == set(LOG_COLUMNS) - {"id"}
     assert row["status_code"] == 200 and row["teacher_cost_usd"] == 0.0 and row["confidence"] == 0.9
-    long = request_row(model="m", input_hash="h", answered_by="error", latency_ms=0, reason="x" * 400)
+    long = AuditRecord(model="m", input_hash="h", answered_by="error", latency_ms=0, reason="x" * 400).row()
     assert len(long["reason"]) == 255 and long["request_id"] != row["request_id"]
-    with pytest.raises(TypeError, match="not audit-log columns"):
-        request_row(model="m", input_hash="h", answered_by="x", latency_ms=0, colour="red")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        AuditRecord(model="m", input_hash="h", answered_by="error", latency_ms=0, colour="red")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="'x' is not a valid AnsweredBy"):
+        AuditRecord(model="m", input_hash="h", answered_by="x", latency_ms=0)
 
 
 def test_close_writes_every_row_submitted(tmp_store: Store) -> None:
@@ -168,10 +179,10 @@ def test_queue_bound_drops_instead_of_growing(tmp_store: Store) -> None:
 
 def test_spot_checks_and_shadow_labels(tmp_store: Store) -> None:
     with AuditWriter(tmp_store, flush_interval_s=0.01) as w:
-        w.submit_spot_check({"request_id": "r1", "task": "t", "ts": utcnow(), "student_version_id": None,
-                             "student_label": "a", "teacher_label": "b", "agree": False, "teacher_cost_usd": 0.01})
-        w.submit_label("t", "some text", "b", None)
-        w.submit_label("t", "some text", "b", None)  # same text: one example, labels appended
+        w.submit_spot_check(SpotCheckRecord(request_id="r1", task="t", student_label="a", teacher_label="b",
+                                            loss=1.0, teacher_cost_usd=0.01))
+        w.submit_label(ShadowLabel("t", "some text", "b", None))
+        w.submit_label(ShadowLabel("t", "some text", "b", None))  # same text: one example, labels appended
     assert _count(tmp_store, SpotCheck) == 1
     assert _count(tmp_store, Label) == 2
     [ex] = tmp_store.labelled_examples("t")
@@ -183,8 +194,8 @@ def test_spot_checks_and_shadow_labels(tmp_store: Store) -> None:
 def logged(tmp_store: Store) -> Store:
     old = utcnow() - timedelta(days=3)
     rows = [_row(i, ts=old if i < 3 else None) for i in range(10)]
-    rows += [request_row(request_id="p1", model="gpt-4o", input_hash="h", answered_by="passthrough", latency_ms=5)]
-    tmp_store.log_requests(rows)
+    rows += [AuditRecord(request_id="p1", model="gpt-4o", input_hash="h", answered_by="passthrough", latency_ms=5)]
+    tmp_store.log_requests([r.row() for r in rows])
     return tmp_store
 
 
@@ -244,7 +255,7 @@ def test_cli_log_tail_and_export(tmp_path: Path) -> None:
 
     cfg, store = _cli_project(tmp_path)
     with store:
-        store.log_requests([_row(i, task="news" if i % 2 else "other", client_key_id="key_1") for i in range(30)])
+        store.log_requests([_row(i, task="news" if i % 2 else "other", client_key_id="key_1").row() for i in range(30)])
     runner = CliRunner()
     tail = runner.invoke(app, ["log", "tail", "-n", "5", "--task", "news", "--config", str(cfg)],
                          env={"COLUMNS": "200"})
@@ -267,7 +278,7 @@ def test_cli_log_tail_follow(tmp_path: Path) -> None:
 
     cfg, store = _cli_project(tmp_path)
     with store:
-        store.log_requests([_row(0)])
+        store.log_requests([_row(0).row()])
         proc = subprocess.Popen([sys.executable, "-m", "downsize.cli", "log", "tail", "--follow", "--interval", "0.1",
                                  "--config", str(cfg)], stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "COLUMNS": "200"})
@@ -287,7 +298,7 @@ def test_cli_log_tail_follow(tmp_path: Path) -> None:
 
         try:
             assert read_until("└", 60), seen  # the initial table is out: following from here
-            store.log_requests([_row(1, answer="followed-row")])
+            store.log_requests([_row(1, answer="followed-row").row()])
             assert read_until("followed-row", 30), seen
         finally:
             proc.terminate()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from downsize._encoder import DIM, MiniLMEncoder, minilm_available, model_info
+from downsize.students.encoder import DIM, MiniLMEncoder, minilm_available, model_info
 from downsize.errors import StudentError
 
 pytestmark = [

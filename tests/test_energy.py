@@ -1,4 +1,4 @@
-"""downsize.energy: CPU timing, the two kinds of energy figure and their labels."""
+"""downsize.report.energy: CPU timing, the two kinds of energy figure and their labels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from downsize.config import Config, EnergyConfig
-from downsize.energy import (
+from downsize.report.energy import (
     ESTIMATED,
     MEASURED,
     cpu_timer,

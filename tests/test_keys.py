@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from downsize.cli import app
 from downsize.errors import DownsizeError
-from downsize.keys import KEY_PREFIX, KeyRing, create_key, hash_key, list_keys, revoke_key
+from downsize.server.keys import KEY_PREFIX, KeyRing, create_key, hash_key, list_keys, revoke_key
 from downsize.store import ApiKey, Store
 
 

@@ -18,9 +18,9 @@ from rich.console import Console
 from sqlalchemy import func, select
 
 from conftest import R8_LABELS, REUTERS_DEMO
-from downsize.config import TaskConfig, load_config
+from downsize.config import ClassifyTask, load_config
 from downsize.errors import DataError
-from downsize.labeling import LabelSummary, label_file, label_texts
+from downsize.data.labeling import LabelSummary, label_file, label_texts
 from downsize.replay import ReplayProcess, ReplayServer
 from downsize.store import Example, Label, Store, TeacherCall
 from downsize.teacher import AsyncTeacher, Budget, RetryPolicy
@@ -28,7 +28,7 @@ from downsize.teacher import AsyncTeacher, Budget, RetryPolicy
 FAST = RetryPolicy(max_retries=3, backoff_base_s=0.01, backoff_max_s=0.05)
 
 
-def _label(store: Store, url: str, task: TaskConfig, texts: list[str], **kw) -> LabelSummary:  # type: ignore[no-untyped-def]
+def _label(store: Store, url: str, task: ClassifyTask, texts: list[str], **kw) -> LabelSummary:  # type: ignore[no-untyped-def]
     teacher_kw = {k: kw.pop(k) for k in list(kw) if k in ("retry", "max_concurrency", "price_per_1m_input",
                                                           "price_per_1m_output", "structured_output")}
     teacher_kw.setdefault("retry", FAST)
@@ -235,7 +235,7 @@ def test_label_file_with_a_missing_column_names_the_file_and_column(tmp_path, re
 _CHILD = (
     "import json, sys\n"
     "from downsize.config import load_config\n"
-    "from downsize.labeling import label_file\n"
+    "from downsize.data.labeling import label_file\n"
     "s = label_file(load_config(sys.argv[1]), 'news', sys.argv[2], progress=False)\n"
     "print(json.dumps(s.to_dict()))\n"
 )

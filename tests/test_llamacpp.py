@@ -16,8 +16,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from downsize.config import TaskConfig
-from downsize.replay import _free_port
+from downsize.config import ClassifyTask
+from downsize.replay.run import _free_port
 from downsize.store import Store, TeacherCall
 from downsize.teacher import AsyncTeacher, RetryPolicy
 
@@ -27,7 +27,7 @@ pytestmark = [
                        reason="llama_cpp is not installed: pip install 'llama-cpp-python[server]'"),
 ]
 
-TASK = TaskConfig(
+TASK = ClassifyTask(
     instructions="Classify the sentiment of the movie review.",
     labels={"positive": "the reviewer liked the film", "negative": "the reviewer disliked the film"},
 )
@@ -108,7 +108,7 @@ def test_classify_with_structured_output(llama_server: str, tmp_path: Path) -> N
 
     async def go():  # type: ignore[no-untyped-def]
         async with _teacher(llama_server, store) as t:
-            answers = [await t.classify(x, task_name="reviews", task=TASK) for x in TEXTS]
+            answers = [await t.ask(x, task_name="reviews", task=TASK) for x in TEXTS]
             return answers, t._style
 
     answers, style = asyncio.run(go())
@@ -117,7 +117,7 @@ def test_classify_with_structured_output(llama_server: str, tmp_path: Path) -> N
     assert style == "json_object"
     for a in answers:
         assert a.status in ("ok", "parse_error")
-        assert a.label in (*TASK.labels, None) and (a.label is None) == (a.status == "parse_error")
+        assert a.answer in (*TASK.labels, None) and (a.answer is None) == (a.status == "parse_error")
     assert sum(a.status == "ok" for a in answers) >= 3  # the grammar forces {"label": <enum>}
     with store.session() as s:
         rows = list(s.scalars(select(TeacherCall)))
@@ -129,7 +129,7 @@ def test_classify_with_structured_output(llama_server: str, tmp_path: Path) -> N
     async def again():  # type: ignore[no-untyped-def]
         async with _teacher(llama_server, store) as t:
             t._style = "json_object"
-            return [await t.classify(x, task_name="reviews", task=TASK) for x in TEXTS]
+            return [await t.ask(x, task_name="reviews", task=TASK) for x in TEXTS]
 
     assert all(a.cached and a.cost_usd == 0 for a in asyncio.run(again()))
     store.close()
@@ -140,12 +140,12 @@ def test_classify_plain_text_parses_or_records_parse_errors(llama_server: str, t
 
     async def go():  # type: ignore[no-untyped-def]
         async with _teacher(llama_server, store, structured_output=False) as t:
-            return [await t.classify(x, task_name="reviews", task=TASK) for x in TEXTS[:3]]
+            return [await t.ask(x, task_name="reviews", task=TASK) for x in TEXTS[:3]]
 
     answers = asyncio.run(go())
     for a in answers:
-        assert a.label in (*TASK.labels, None)
-        assert a.status == ("ok" if a.label else "parse_error")
+        assert a.answer in (*TASK.labels, None)
+        assert a.status == ("ok" if a.answer else "parse_error")
     with store.session() as s:
         rows = list(s.scalars(select(TeacherCall)))
     assert all("response_format" not in (r.schema_json or {}) and r.schema_json is None for r in rows)

@@ -166,7 +166,7 @@ def test_bad_knobs_are_rejected() -> None:
 
 
 def test_from_file_and_a_given_port(reuters_records) -> None:  # type: ignore[no-untyped-def]
-    from downsize.replay import _free_port
+    from downsize.replay.run import _free_port
 
     port = _free_port()
     with ReplayServer.from_file(REUTERS_DEMO, port=port) as srv:

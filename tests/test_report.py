@@ -16,12 +16,12 @@ from _report_data import NOW, START, config, populate
 from scipy.stats import binomtest
 from sqlalchemy import func, select
 
-from downsize.energy import ESTIMATED, MEASURED
+from downsize.report.energy import ESTIMATED, MEASURED
 from downsize.errors import ConfigError
+from downsize.audit import parse_duration
+from downsize.calibration import clopper_pearson
 from downsize.report import (
     build_report,
-    clopper_pearson,
-    parse_duration,
     render_html,
     render_text,
     to_json,
@@ -667,7 +667,7 @@ def test_import_is_light_and_stays_in_its_layer() -> None:
     import sys
 
     code = (
-        "import sys, downsize.report, downsize.energy; "
+        "import sys, downsize.report, downsize.report.energy; "
         "bad = [m for m in sys.modules if m.startswith(('downsize.server', 'downsize.cli', "
         "'matplotlib', 'jinja2', 'fastapi', 'typer'))]; print(bad)"
     )

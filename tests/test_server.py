@@ -21,7 +21,7 @@ from openai import OpenAI
 from sqlalchemy import select
 
 from downsize.config import Config
-from downsize.keys import create_key, revoke_key
+from downsize.server.keys import create_key, revoke_key
 from downsize.replay import ReplayServer
 from downsize.server import ServerThread, create_app
 from downsize.store import Label, RequestLog, SpotCheck, Store, text_hash

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from downsize.keys import create_key
+from downsize.server.keys import create_key
 from downsize.replay import ReplayServer
 from downsize.server import create_app
 from downsize.store import Store

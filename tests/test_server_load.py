@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from downsize.keys import create_key
+from downsize.server.keys import create_key
 from downsize.replay import ReplayServer
 from downsize.server import ServerThread, create_app
 from downsize.store import RequestLog, Store

@@ -304,7 +304,7 @@ def test_manifest_problems_are_clear(fitted: dict, tmp_path: Path) -> None:
 def test_skops_file_with_an_unexpected_type_is_refused(tmp_path: Path) -> None:
     import skops.io as sio
 
-    from downsize._artifacts import load_skops
+    from downsize.students.artifacts import load_skops
 
     class Sneaky:
         pass
@@ -318,7 +318,7 @@ def test_load_refuses_other_kind_and_newer_format(fitted: dict, tmp_path: Path) 
     path = fitted["tfidf"].save(tmp_path / "s")
     with pytest.raises(StudentError, match="holds a 'tfidf' student, not 'minilm'"):
         MiniLMStudent.load(path)
-    from downsize import _artifacts
+    from downsize.students import artifacts as _artifacts
 
     m = json.loads((path / "manifest.json").read_text())
     m.pop("checksum")
@@ -332,7 +332,7 @@ def test_load_refuses_other_kind_and_newer_format(fitted: dict, tmp_path: Path) 
 @pytest.mark.minilm
 @needs_minilm
 def test_minilm_load_checks_the_encoder_hash(fitted: dict, tmp_path: Path) -> None:
-    from downsize import _artifacts
+    from downsize.students import artifacts as _artifacts
 
     path = fitted["minilm"].save(tmp_path / "s")
     m = json.loads((path / "manifest.json").read_text())
@@ -382,7 +382,7 @@ def test_tfidf_char_ngrams_match_a_plain_python_reference(reuters: dict) -> None
     """The numpy character n-gram features equal sklearn's with the same n-grams (up to column order)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from downsize._charngrams import CharNgramTfidf
+    from downsize.students.charngrams import CharNgramTfidf
 
     def analyzer(t: str) -> list[str]:
         s = " " + re.sub(r"\s+", " ", t[:300].lower()).strip() + " "

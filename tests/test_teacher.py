@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from downsize.config import TaskConfig, TeacherConfig
+from downsize.config import ClassifyTask, TeacherConfig
 from downsize.errors import (
     BudgetExceeded,
     TeacherError,
@@ -25,22 +25,16 @@ from downsize.errors import (
     TeacherStatusError,
     TeacherTimeout,
 )
-from downsize.replay import _free_port
+from downsize.replay.run import _free_port
 from downsize.store import TeacherCall
-from downsize.teacher import (
-    AsyncTeacher,
-    Budget,
-    RetryPolicy,
-    _retry_after_s,
-    build_messages,
-    label_schema,
-    parse_label,
-)
+from downsize.tasks import parse_label
+from downsize.teacher import AsyncTeacher, Budget, RetryPolicy, build_messages
+from downsize.teacher.retry import retry_after_s as _retry_after_s
 
 FAST = RetryPolicy(max_retries=3, backoff_base_s=0.01, backoff_max_s=0.05)
 PATIENT = RetryPolicy(max_retries=3, backoff_base_s=0.01, backoff_max_s=5.0)  # lets Retry-After through
 LABELS = ["billing", "technical", "account"]
-TASK = TaskConfig(
+TASK = ClassifyTask(
     instructions="Route the support ticket.",
     labels={"billing": "invoices, refunds", "technical": "bugs, outages", "account": "login, profile"},
 )
@@ -127,7 +121,7 @@ def test_parse_label_never_returns_a_label_outside_the_set(raw: str, labels: lis
 @given(labels=st.lists(st.from_regex(r"[A-Za-z][A-Za-z0-9 _-]{0,14}", fullmatch=True), min_size=2, max_size=6, unique=True),
        data=st.data())
 def test_parse_label_round_trips_every_distinct_label(labels: list[str], data: st.DataObject) -> None:
-    from downsize._prompt import _norm
+    from downsize.tasks.classify import _norm
 
     keys = [_norm(x) for x in labels]
     lab = data.draw(st.sampled_from(labels))
@@ -153,7 +147,7 @@ def test_build_messages_puts_exactly_the_text_in_the_user_message() -> None:
 
 
 def test_label_schema_enumerates_the_labels() -> None:
-    schema = label_schema(TASK)
+    schema = TASK.answer_schema()
     assert schema["properties"]["label"]["enum"] == LABELS
     assert schema["required"] == ["label"] and schema["additionalProperties"] is False
 
@@ -406,22 +400,22 @@ def _teacher(url: str, store=None, **kw) -> AsyncTeacher:  # type: ignore[no-unt
     return AsyncTeacher(url, model="m", **opts)
 
 
-async def _classify(t: AsyncTeacher, text: str, task: TaskConfig = TASK, name: str = "tickets", **kw):  # type: ignore[no-untyped-def]
+async def _classify(t: AsyncTeacher, text: str, task: ClassifyTask = TASK, name: str = "tickets", **kw):  # type: ignore[no-untyped-def]
     async with t:
-        return await t.classify(text, task_name=name, task=task, **kw)
+        return await t.ask(text, task_name=name, task=task, **kw)
 
 
 def test_classify_sends_the_label_schema_and_records_the_call(fault_server, tmp_store) -> None:  # type: ignore[no-untyped-def]
     plan = fault_server.plan({"content": '{"label": "billing"}'})
     ans = run(_classify(_teacher(plan.base_url, tmp_store), "I was charged twice"))
-    assert (ans.label, ans.status, ans.cached, ans.http_requests) == ("billing", "ok", False, 1)
+    assert (ans.answer, ans.status, ans.cached, ans.http_requests) == ("billing", "ok", False, 1)
     assert ans.cost_usd > 0 and ans.input_tokens > 0 and ans.output_tokens > 0
     sent = plan.requests[0]
     assert sent["messages"][1] == {"role": "user", "content": "I was charged twice"}
     assert sent["max_tokens"] == 64
     assert sent["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "label", "strict": True, "schema": label_schema(TASK)},
+        "json_schema": {"name": "label", "strict": True, "schema": TASK.answer_schema()},
     }
     (row,) = _calls(tmp_store)
     assert (row.id, row.status, row.parsed_label, row.task) == (ans.call_id, "ok", "billing", "tickets")
@@ -431,7 +425,7 @@ def test_classify_sends_the_label_schema_and_records_the_call(fault_server, tmp_
 def test_classify_repairs_one_bad_answer(fault_server, tmp_store) -> None:  # type: ignore[no-untyped-def]
     plan = fault_server.plan({"content": "It is about money, I think"}, {"content": "Billing"})
     ans = run(_classify(_teacher(plan.base_url, tmp_store, structured_output=False), "refund please"))
-    assert (ans.label, ans.status, ans.http_requests) == ("billing", "ok", 2)
+    assert (ans.answer, ans.status, ans.http_requests) == ("billing", "ok", 2)
     repair = plan.requests[1]["messages"]
     assert repair[1] == {"role": "user", "content": "refund please"}  # the text is still the first user message
     assert repair[2] == {"role": "assistant", "content": "It is about money, I think"}
@@ -443,7 +437,7 @@ def test_classify_repairs_one_bad_answer(fault_server, tmp_store) -> None:  # ty
 
     # a re-run pays for nothing twice: both calls come from the cache
     again = run(_classify(_teacher(plan.base_url, tmp_store, structured_output=False), "refund please"))
-    assert (again.label, again.cached, again.cost_usd, again.cache_hits) == ("billing", True, 0.0, 2)
+    assert (again.answer, again.cached, again.cost_usd, again.cache_hits) == ("billing", True, 0.0, 2)
     assert plan.count == 2
 
 
@@ -451,7 +445,7 @@ def test_classify_repairs_one_bad_answer(fault_server, tmp_store) -> None:  # ty
 def test_classify_never_returns_or_stores_a_label_outside_the_set(fault_server, tmp_store, bad) -> None:  # type: ignore[no-untyped-def]
     plan = fault_server.plan({"content": bad})
     ans = run(_classify(_teacher(plan.base_url, tmp_store), "???"))
-    assert (ans.label, ans.status) == (None, "parse_error") and ans.error
+    assert (ans.answer, ans.status) == (None, "parse_error") and ans.error
     assert plan.count == 2  # the answer and one repair, no more
     rows = _calls(tmp_store)
     assert [r.status for r in rows] == ["parse_error", "parse_error"]
@@ -461,10 +455,10 @@ def test_classify_never_returns_or_stores_a_label_outside_the_set(fault_server, 
 def test_cache_hit_makes_no_http_request(replay_teacher, reuters_records, r8_task, tmp_store) -> None:  # type: ignore[no-untyped-def]
     text, label = next(iter(reuters_records.items()))
     first = run(_classify(_teacher(replay_teacher.base_url, tmp_store), text, r8_task, "news"))
-    assert (first.label, first.cached) == (label, False)
+    assert (first.answer, first.cached) == (label, False)
     assert replay_teacher.stats["requests"] == 1
     second = run(_classify(_teacher(replay_teacher.base_url, tmp_store), text, r8_task, "news"))
-    assert (second.label, second.cached, second.cost_usd, second.http_requests) == (label, True, 0.0, 0)
+    assert (second.answer, second.cached, second.cost_usd, second.http_requests) == (label, True, 0.0, 0)
     assert second.call_id == first.call_id
     assert second.input_tokens == first.input_tokens  # the answer's tokens, though nothing was paid
     assert replay_teacher.stats["requests"] == 1  # the server never saw the second call
@@ -488,7 +482,7 @@ def test_http_failures_are_not_cached(fault_server, tmp_store) -> None:  # type:
         run(_classify(_teacher(plan.base_url, tmp_store, retry=RetryPolicy(max_retries=0)), "reset my password"))
     assert _calls(tmp_store) == []
     ans = run(_classify(_teacher(plan.base_url, tmp_store), "reset my password"))
-    assert (ans.label, ans.cached) == ("account", False) and plan.count == 2
+    assert (ans.answer, ans.cached) == ("account", False) and plan.count == 2
 
 
 def test_budget_refuses_before_sending(fault_server, tmp_store) -> None:  # type: ignore[no-untyped-def]
@@ -503,7 +497,7 @@ def test_budget_refuses_before_sending(fault_server, tmp_store) -> None:  # type
     budget = Budget(worst * 1.01)
     ans = run(_classify(_teacher(plan.base_url, tmp_store, price_per_1m_input=1000.0, price_per_1m_output=1000.0),
                         "x" * 400, budget=budget))
-    assert ans.label == "billing" and plan.count == 1
+    assert ans.answer == "billing" and plan.count == 1
     assert budget.spent_usd == pytest.approx(ans.cost_usd)
     assert 0 < budget.spent_usd <= budget.limit_usd
     assert budget.reserved_usd == pytest.approx(0.0)
@@ -521,7 +515,7 @@ def test_cached_answers_need_no_budget(replay_teacher, reuters_records, r8_task,
     text = next(iter(reuters_records))
     run(_classify(_teacher(replay_teacher.base_url, tmp_store), text, r8_task, "news"))
     ans = run(_classify(_teacher(replay_teacher.base_url, tmp_store), text, r8_task, "news", budget=Budget(0.0)))
-    assert ans.cached and ans.label == reuters_records[text]
+    assert ans.cached and ans.answer == reuters_records[text]
 
 
 def test_falls_back_to_json_object_schema_when_json_schema_is_rejected(fault_server, tmp_store) -> None:  # type: ignore[no-untyped-def]
@@ -529,15 +523,15 @@ def test_falls_back_to_json_object_schema_when_json_schema_is_rejected(fault_ser
 
     async def go() -> tuple:
         async with _teacher(plan.base_url, tmp_store) as t:
-            a = await t.classify("the app crashes", task_name="tickets", task=TASK)
-            b = await t.classify("error 500 on login page", task_name="tickets", task=TASK)
+            a = await t.ask("the app crashes", task_name="tickets", task=TASK)
+            b = await t.ask("error 500 on login page", task_name="tickets", task=TASK)
             return a, b
 
     a, b = run(go())
-    assert a.label == "technical" and b.label == "technical"
+    assert a.answer == "technical" and b.answer == "technical"
     kinds = [r["response_format"]["type"] for r in plan.requests]
     assert kinds == ["json_schema", "json_object", "json_object"]  # not retried; remembered
-    assert plan.requests[1]["response_format"]["schema"] == label_schema(TASK)
+    assert plan.requests[1]["response_format"]["schema"] == TASK.answer_schema()
     assert a.http_requests == 2 and b.http_requests == 1
     with tmp_store.session() as s:
         assert s.scalar(select(func.count()).select_from(TeacherCall)) == 2  # the rejection was not paid
@@ -552,10 +546,10 @@ def test_transport_is_injectable_and_missing_usage_is_estimated() -> None:
 
     async def go():  # type: ignore[no-untyped-def]
         async with AsyncTeacher("http://teacher.invalid/v1", model="m", transport=httpx.MockTransport(handler)) as t:
-            return await t.classify("x" * 40, task_name="tickets", task=TASK)
+            return await t.ask("x" * 40, task_name="tickets", task=TASK)
 
     ans = run(go())
-    assert ans.label == "billing" and ans.call_id is None and not ans.cached  # no store: nothing recorded
+    assert ans.answer == "billing" and ans.call_id is None and not ans.cached  # no store: nothing recorded
     assert str(seen[0].url) == "http://teacher.invalid/v1/chat/completions"
     assert ans.input_tokens == sum(-(-len(m["content"]) // 4) + 4 for m in build_messages(TASK, "x" * 40))
     assert ans.output_tokens == 2  # "billing" is 7 chars: no usage reported, so estimated
@@ -566,15 +560,15 @@ def test_prefetch_checks_the_cache_in_bulk(replay_teacher, reuters_records, r8_t
     run(_classify(_teacher(replay_teacher.base_url, tmp_store), a, r8_task, "news"))
     t = _teacher(replay_teacher.base_url, tmp_store)
     key = t.request_hash(build_messages(r8_task, a), {"type": "json_schema", "json_schema": {
-        "name": "label", "strict": True, "schema": label_schema(r8_task)}}, 64)
+        "name": "label", "strict": True, "schema": r8_task.answer_schema()}}, 64)
     assert tmp_store.recorded_hashes([key, "0" * 64, key]) == {key}
 
     async def go():  # type: ignore[no-untyped-def]
         async with t:
             assert t.prefetch([a, b, b], task=r8_task) == 1
-            return await t.classify(a, task_name="news", task=r8_task), await t.classify(b, task_name="news", task=r8_task)
+            return await t.ask(a, task_name="news", task=r8_task), await t.ask(b, task_name="news", task=r8_task)
 
     ans_a, ans_b = run(go())
-    assert (ans_a.label, ans_a.cached) == (la, True) and (ans_b.label, ans_b.cached) == (lb, False)
+    assert (ans_a.answer, ans_a.cached) == (la, True) and (ans_b.answer, ans_b.cached) == (lb, False)
     assert replay_teacher.stats["requests"] == 2
     assert AsyncTeacher("http://x/v1", model="m").prefetch([a], task=r8_task) == 0  # no store, no cache

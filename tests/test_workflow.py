@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from downsize.config import load_config
 from downsize.data import read_texts
 from downsize.demo import demo_data
 from downsize.errors import CalibrationError, CorruptArtifactError, DataError, NotCalibratedError, StudentError
@@ -141,7 +140,7 @@ def test_teacher_down_falls_back_to_the_student_and_drops_nothing(project: Proje
     assert len(decisions) == 40
     assert {x.answered_by for x in decisions} == {"student", "student_fallback"}
     fb = [x for x in decisions if x.answered_by == "student_fallback"]
-    assert all(x.teacher_error and x.label == x.student_label and "teacher failed" in x.reason for x in fb)
+    assert all(x.teacher_error and x.answer == x.student_answer and "teacher failed" in x.reason for x in fb)
 
 
 def test_corrupted_student_file_is_detected(project: Project) -> None:

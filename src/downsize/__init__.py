@@ -33,9 +33,8 @@ from .errors import (
 from .project import PredictSummary, Project
 from .store import Store
 from .students import MiniLMStudent, TfidfStudent, load_student
+from ._version import __version__ as __version__
 from .teacher import AsyncTeacher, Budget, RetryPolicy
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AsyncTeacher",

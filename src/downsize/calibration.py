@@ -69,16 +69,24 @@ _BOUNDS = ("binomial", "hoeffding_bentkus")
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Two-sided Clopper–Pearson (exact binomial) interval for ``k`` successes in ``n`` trials.
 
+    With no trials (``n = 0``) nothing is known: the interval is ``(0, 1)``.
+
     Examples
     --------
     >>> lo, hi = clopper_pearson(0, 10, 0.95)
     >>> lo, round(hi, 4)
     (0.0, 0.3085)
+    >>> clopper_pearson(0, 0)
+    (0.0, 1.0)
+    >>> lo, hi = clopper_pearson(10, 10); round(lo, 4), hi
+    (0.6915, 1.0)
     """
-    if not (isinstance(n, (int, np.integer)) and n >= 1 and 0 <= k <= n):
-        raise ValueError(f"clopper_pearson needs integers 0 ≤ k ≤ n and n ≥ 1, got k={k}, n={n}")
+    if not (isinstance(n, (int, np.integer)) and isinstance(k, (int, np.integer)) and 0 <= k <= n):
+        raise ValueError(f"clopper_pearson needs integers 0 ≤ k ≤ n, got k={k}, n={n}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n == 0:
+        return 0.0, 1.0
     tail = (1 - confidence) / 2
     lo = 0.0 if k == 0 else float(stats.beta.ppf(tail, k, n - k + 1))
     hi = 1.0 if k == n else float(stats.beta.ppf(1 - tail, k + 1, n - k))

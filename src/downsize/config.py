@@ -1,8 +1,8 @@
 """``downsize.yaml``: typed configuration with errors that name the file, line and key.
 
 The config is the top of the data flow (config → teacher → dataset → student →
-calibration → cascade → log → report); nothing here imports another downsize
-module except :mod:`downsize.errors`.
+calibration → cascade → log → report); it imports only :mod:`downsize.errors` and the task
+kinds of :mod:`downsize.tasks`, each of which owns its section of a task.
 """
 
 from __future__ import annotations
@@ -10,18 +10,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+from .tasks import KINDS, ClassifyTask, TaskConfig, TaskSection
 
 __all__ = [
     "Config",
     "TeacherConfig",
     "TaskConfig",
+    "ClassifyTask",
     "ServerConfig",
     "EnergyConfig",
     "Settings",
@@ -77,39 +79,6 @@ class TeacherConfig(_Strict):
         return (input_tokens * self.price_per_1m_input + output_tokens * self.price_per_1m_output) / 1e6
 
 
-class TaskConfig(_Strict):
-    """A routine LLM task that a student may take over."""
-
-    kind: Literal["classify"] = "classify"
-    teacher: str = "default"
-    instructions: str = Field(min_length=1)
-    labels: dict[str, str] = Field(description="label name -> what it means (shown to the teacher)")
-    text_field: str = "text"
-    alpha: float = Field(default=0.02, gt=0, lt=1, description="max disagreement rate when answering")
-    delta: float = Field(default=0.05, gt=0, lt=1, description="1 - confidence of the guarantee")
-    student: Literal["auto", "tfidf", "minilm"] = "auto"
-    mode: Literal["cascade", "shadow"] = "cascade"
-    spot_check_rate: float = Field(default=0.02, ge=0, le=1)
-    log_text: bool = True
-    bound: Literal["hoeffding_bentkus", "binomial"] = Field(
-        default="hoeffding_bentkus",
-        description="p-values of the threshold tests: Hoeffding-Bentkus (a little more conservative: "
-        "realised test disagreement stays under alpha more often) or the exact binomial",
-    )
-    calibration_fraction: float = Field(default=0.3, gt=0.05, lt=0.9)
-    min_examples_per_label: int = Field(default=5, ge=2)
-
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        if len(v) < 2:
-            raise ValueError(f"a classify task needs at least 2 labels, got {len(v)}")
-        for name in v:
-            if not str(name).strip():
-                raise ValueError("label names must be non-empty")
-        return v
-
-
 class ServerConfig(_Strict):
     """The gateway (``downsize serve``)."""
 
@@ -138,7 +107,7 @@ class Config(_Strict):
     store: str = DEFAULT_STORE_URL
     home: str = Field(default=".downsize", description="Directory for student files and caches.")
     teachers: dict[str, TeacherConfig] = Field(default_factory=dict)
-    tasks: dict[str, TaskConfig] = Field(default_factory=dict)
+    tasks: dict[str, TaskSection] = Field(default_factory=dict)  # type: ignore[valid-type]
     server: ServerConfig = Field(default_factory=ServerConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     base_dir: Path = Field(default=Path("."), exclude=True, description="Where relative paths start.")
@@ -243,6 +212,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         lines = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+            if len(loc) > 2 and loc[0] == "tasks" and loc[2] in KINDS:  # the union's tag, not a key
+                loc = loc[:2] + loc[3:]
             node = _node_at(root, loc)
             line = node.start_mark.line + 1 if node is not None else 1
             key = ".".join(str(p) for p in loc) or "(top level)"

@@ -8,6 +8,7 @@ Errors are mapped to HTTP status codes or CLI exit codes only at the edges
     ├── ConfigError                 bad downsize.yaml: names the file, line and key
     ├── DataError                   bad input data: names the file, row and column
     ├── StoreError                  the store cannot be opened or is inconsistent
+    ├── AnswerError                 an answer that does not fit the task (says which part and why)
     ├── TeacherError                anything that went wrong talking to the teacher
     │   ├── TeacherTimeout          no answer within the timeout, after retries
     │   ├── TeacherStatusError      the server said no (status, body), after retries
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "StoreError",
+    "AnswerError",
     "TeacherError",
     "TeacherTimeout",
     "TeacherStatusError",
@@ -54,6 +56,11 @@ class DataError(DownsizeError):
 
 class StoreError(DownsizeError):
     """The store cannot be opened, or holds something inconsistent."""
+
+
+class AnswerError(DownsizeError, ValueError):
+    """An answer (the teacher's, a file's, a reviewer's) that does not fit the task's answer type:
+    a label outside the set, a field of the wrong type, a value that is not in the text..."""
 
 
 class TeacherError(DownsizeError):

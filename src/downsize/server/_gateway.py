@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 
-from ..audit import AuditWriter, audit_rows, request_row
-from ..cascade import Cascade, Decision
+from ..audit import AuditRecord, AuditWriter, decision_records
+from ..cascade import AnsweredBy, Decision
 from ..config import Config
-from ..errors import NotCalibratedError, StudentError
-from ..keys import KeyRing
+from .keys import KeyRing
+from ..project import Project
 from ..store import Store
 from ..teacher import AsyncTeacher
 from ._limits import CircuitBreaker, RateLimiter
@@ -81,48 +81,15 @@ class Gateway:
             for n in sorted(names)
         }
         tasks: dict[str, TaskRuntime] = {}
-        if config.tasks:
-            from ..project import Project
-            from ..training import load_student_version
-
-            project = Project(config, store)
+        project = Project(config, store)
         for name, task in config.tasks.items():
             teacher = teachers[task.teacher]
-            cascade: Cascade | None = None
-            calibrated = False
-            kind: str | None = None
-            load_error: str | None = None
-            reason = "mode: shadow in the config"
-            try:
-                cascade = project.cascade(name, teacher=teacher)
-                calibrated = True
-                sv = store.student(cascade.student_version_id) if cascade.student_version_id else None
-                kind = sv.kind if sv is not None else None
-            except NotCalibratedError as exc:
-                reason = f"no calibrated student ({exc})"
-                sv = store.latest_student(name)
-                if sv is not None:
-                    try:
-                        cascade = Cascade(load_student_version(sv), threshold=None, teacher=teacher, task_name=name,
-                                          task=task, student_version_id=sv.id)
-                        kind = sv.kind
-                    except StudentError as err:
-                        load_error = str(err)
-            except StudentError as exc:  # e.g. a corrupt artefact: keep serving, through the teacher
-                load_error = str(exc)
-                reason = f"the student could not be loaded ({exc})"
-            if load_error:
-                log.error("task %s: %s; serving it in shadow mode (teacher only)", name, load_error)
-            if task.mode == "shadow":
-                reason = "mode: shadow in the config"
-            tasks[name] = TaskRuntime(name, task, config.teachers[task.teacher], teacher, cascade=cascade,
-                                      calibrated=calibrated, mode_reason=reason,
-                                      tokens=project.teacher_token_estimate(name), writer=writer,
-                                      student_kind=kind, load_error=load_error)
-            rt = tasks[name]
-            log.info("task %s: %s mode (%s); student %s, threshold %s", name, rt.mode, reason,
-                     f"{kind} #{rt.student_version_id}" if rt.cascade else "none",
-                     "none" if rt.threshold is None else f"{rt.threshold:.4f}")
+            cascade = project.cascade(name, teacher=teacher, require_calibration=False)
+            if cascade.load_error:
+                log.error("task %s: %s; serving it in shadow mode (teacher only)", name, cascade.load_error)
+            rt = tasks[name] = TaskRuntime(name, task, config.teachers[task.teacher], teacher, cascade=cascade,
+                                           tokens=project.teacher_token_estimate(name), writer=writer)
+            log.info("task %s: %s mode (%s)", name, rt.mode, rt.mode_reason)
         keyring = KeyRing(store)
         if auth:
             await asyncio.to_thread(keyring.reload)
@@ -192,27 +159,27 @@ class Gateway:
 
     def record(self, rt: TaskRuntime, text: str, d: Decision, *, request_id: str, key_id: str | None,
                latency_ms: float, status: int = 200) -> None:
-        """Audit row + metrics for one answered task request."""
+        """Audit record + metrics for one answered task request."""
         d.latency_ms = latency_ms
-        row = audit_rows(rt.name, [text], [d], rt.cascade, rt.tcfg, rt.tokens, "gateway", rt.cfg.log_text,
-                         request_ids=[request_id], client_key_id=key_id, status_code=status)[0]
-        if self._secrets:
-            row["reason"] = self.redact(row["reason"])
-        self.writer.submit(row)
-        purpose = "shadow" if d.answered_by == "shadow" else "answer"
+        rec = decision_records(rt.name, rt.cfg, [text], [d], tcfg=rt.tcfg, tokens=rt.tokens, channel="gateway",
+                               threshold=rt.threshold, student_version_id=rt.student_version_id,
+                               request_ids=[request_id], client_key_id=key_id, status_code=status,
+                               redact=self.redact if self._secrets else None)[0]
+        self.writer.submit(rec)
+        purpose = "shadow" if d.answered_by is AnsweredBy.SHADOW else "answer"
         self.metrics.observe(rt.name, d.answered_by, latency_ms / 1000, cost=d.teacher_cost_usd,
-                             teacher_only=row["teacher_only_cost_usd"], purpose=purpose,
+                             teacher_only=rec.teacher_only_cost_usd, purpose=purpose,
                              student_s=None if d.student_latency_ms is None else d.student_latency_ms / 1000,
                              teacher_s=None if d.teacher_latency_ms is None else d.teacher_latency_ms / 1000)
 
     def record_error(self, *, task: str | None, model: str, input_hash: str, text: str | None, status: int,
                      message: str, request_id: str, key_id: str | None, latency_ms: float) -> None:
-        """Audit row + metrics for a request that reached a task (or pass-through) and failed."""
+        """Audit record + metrics for a request that reached a task (or pass-through) and failed."""
         rt = self.tasks.get(task) if task else None
         log_text = rt.cfg.log_text if rt is not None else self.config.server.log_passthrough_text
-        self.writer.submit(request_row(
+        self.writer.submit(AuditRecord(
             request_id=request_id, task=task, model=model[:255], input_hash=input_hash,
-            input_text=text if (log_text and text is not None) else None, answered_by="error",
+            input_text=text if (log_text and text is not None) else None, answered_by=AnsweredBy.ERROR,
             reason=self.redact(message), latency_ms=latency_ms, client_key_id=key_id, status_code=status,
             threshold=rt.threshold if rt else None, student_version_id=rt.student_version_id if rt else None,
         ))
@@ -222,8 +189,9 @@ class Gateway:
         """With probability ``spot_check_rate``, re-ask the teacher in the background (never waited for)."""
         rate = rt.cfg.spot_check_rate
         if rate > 0 and self._rng.random() < rate:
-            self.spot_checks.submit(task=rt.name, task_cfg=rt.cfg, teacher=rt.teacher.name, text=text, label=d.label,
-                                    request_id=request_id, student_version_id=rt.student_version_id)
+            self.spot_checks.submit(task=rt.name, task_cfg=rt.cfg, teacher=rt.teacher.name, text=text,
+                                    answer=d.answer, request_id=request_id,
+                                    student_version_id=rt.student_version_id)
 
     # -- health ---------------------------------------------------------------------------
     async def probe_teacher(self, name: str) -> dict[str, Any]:

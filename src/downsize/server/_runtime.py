@@ -1,11 +1,8 @@
-"""One task as the gateway serves it: its student (micro-batched), λ, and mode.
+"""One task as the gateway serves it: its cascade (student micro-batched, policy, teacher).
 
-* ``cascade``: the student answers when its confidence clears λ; otherwise the teacher
-  (within the request's deadline); if the teacher fails, the student's answer is returned as
-  ``student_fallback``.
-* ``shadow`` (``mode: shadow`` in the config, or no calibrated student yet): the teacher
-  answers and its label is recorded as training data; the student's would-be answer, if
-  there is a student, is logged beside it.
+The policy — cascade or shadow, and why — comes from :meth:`downsize.project.Project.cascade`;
+who answers each request is :func:`downsize.cascade.decide`'s call. In shadow mode the teacher's
+answers are queued as training labels.
 """
 
 from __future__ import annotations
@@ -13,23 +10,20 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
-from ..audit import AuditWriter
-from ..cascade import Cascade, Decision
+from ..audit import AuditWriter, ShadowLabel
+from ..cascade import AnsweredBy, Cascade, Decision, Scored
 from ..config import TaskConfig, TeacherConfig
-from ..errors import TeacherError, TeacherResponseError
 from ._teacher import GuardedTeacher
 
 __all__ = ["TaskRuntime"]
 
 
 # -- micro-batching the student ------------------------------------------------------
-Score = tuple[str, float, float, float]  # label, confidence, batch wall ms, this row's share of CPU ms
-
-
 class _Batcher:
-    """Scores concurrent requests in one ``predict_proba`` call.
+    """Scores concurrent requests in one call of the student (:meth:`~downsize.cascade.Cascade.score`).
 
     Requests that arrive in the same event-loop turn (or, with ``offload``, while the
     previous batch runs in the student's thread) share a batch: no waiting is added.
@@ -38,7 +32,7 @@ class _Batcher:
     def __init__(self, cascade: Cascade, *, max_batch: int = 128, offload: bool = False) -> None:
         self.cascade = cascade
         self.max_batch = max_batch
-        self._pending: list[tuple[str, asyncio.Future[Score]]] = []
+        self._pending: list[tuple[str, asyncio.Future[Scored]]] = []
         self._busy = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="downsize-student") if offload else None
 
@@ -46,16 +40,16 @@ class _Batcher:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def score(self, text: str) -> asyncio.Future[Score]:
+    def score(self, text: str) -> asyncio.Future[Scored]:
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Score] = loop.create_future()
+        fut: asyncio.Future[Scored] = loop.create_future()
         self._pending.append((text, fut))
         if not self._busy:
             self._busy = True
             loop.call_soon(self._next)
         return fut
 
-    def _take(self) -> list[tuple[str, asyncio.Future[Score]]]:
+    def _take(self) -> list[tuple[str, asyncio.Future[Scored]]]:
         batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
         return [(t, f) for t, f in batch if not f.done()]
 
@@ -81,15 +75,15 @@ class _Batcher:
         else:
             self._busy = False
 
-    def _compute(self, texts: list[str]) -> list[Score | BaseException]:
+    def _compute(self, texts: list[str]) -> list[Scored | BaseException]:
         try:
-            labels, conf, ms, cpu = self.cascade.student_scores(texts)
-            share = cpu / len(texts)
-            return [(labels[i], float(conf[i]), ms, share) for i in range(len(texts))]
+            scored = self.cascade.score(texts)
+            batch_ms = sum(s.latency_ms for s in scored)  # what each request of the batch waited
+            return [replace(s, latency_ms=batch_ms) for s in scored]
         except Exception:
             if len(texts) == 1:
                 raise
-        out: list[Score | BaseException] = []  # one bad text must not fail the others
+        out: list[Scored | BaseException] = []  # one bad text must not fail the others
         for t in texts:
             try:
                 out.extend(self._compute([t]))
@@ -98,7 +92,7 @@ class _Batcher:
         return out
 
     @staticmethod
-    def _deliver(batch: list[tuple[str, asyncio.Future[Score]]], results: list[Score | BaseException]) -> None:
+    def _deliver(batch: list[tuple[str, asyncio.Future[Scored]]], results: list[Scored | BaseException]) -> None:
         for (_, fut), res in zip(batch, results):
             if fut.done():
                 continue
@@ -113,34 +107,44 @@ class TaskRuntime:
     """One task as the gateway serves it (see the module docstring)."""
 
     def __init__(self, name: str, cfg: TaskConfig, tcfg: TeacherConfig, teacher: GuardedTeacher, *,
-                 cascade: Cascade | None, calibrated: bool, mode_reason: str, tokens: tuple[float, float],
-                 writer: AuditWriter, student_kind: str | None = None, load_error: str | None = None) -> None:
+                 cascade: Cascade, tokens: tuple[float, float], writer: AuditWriter) -> None:
         self.name = name
         self.cfg = cfg
         self.tcfg = tcfg
         self.teacher = teacher
         self.cascade = cascade
-        self.calibrated = calibrated
-        self.mode = "cascade" if calibrated and cfg.mode == "cascade" else "shadow"
-        self.mode_reason = mode_reason
         self.tokens = tokens
         self.writer = writer
-        self.student_kind = student_kind
-        self.load_error = load_error
-        self.batcher = _Batcher(cascade, offload=student_kind not in (None, "tfidf")) if cascade else None
+        kind = cascade.student_kind
+        self.batcher = _Batcher(cascade, offload=kind not in (None, "tfidf")) if cascade.student is not None else None
+
+    @property
+    def mode(self) -> str:
+        return "shadow" if self.cascade.policy.shadow is not None else "cascade"
+
+    @property
+    def mode_reason(self) -> str:
+        c = self.cascade
+        if c.policy.shadow is not None:
+            return c.policy.shadow
+        if c.threshold is None:
+            return f"calibrated {c.student_kind} student #{c.student_version_id}, but no threshold qualified: teacher only"
+        return f"calibrated {c.student_kind} student #{c.student_version_id}, threshold {c.threshold:.4f}"
 
     @property
     def threshold(self) -> float | None:
-        return self.cascade.threshold if self.cascade is not None else None
+        return self.cascade.threshold
 
     @property
     def student_version_id(self) -> int | None:
-        return self.cascade.student_version_id if self.cascade is not None else None
+        return self.cascade.student_version_id
 
     def describe(self) -> dict[str, Any]:
-        return {"mode": self.mode, "reason": self.mode_reason, "student_version_id": self.student_version_id,
-                "student_kind": self.student_kind, "threshold": self.threshold, "calibrated": self.calibrated,
-                "teacher": self.teacher.name, "load_error": self.load_error}
+        c = self.cascade
+        return {"mode": self.mode, "reason": self.mode_reason, "student_version_id": c.student_version_id,
+                "student_kind": c.student_kind, "threshold": c.threshold,
+                "calibrated": c.calibration_run_id is not None, "teacher": self.teacher.name,
+                "load_error": c.load_error}
 
     async def answer(self, text: str) -> Decision:
         """The decision for one text (``latency_ms`` is this runtime's time; the route adds its own).
@@ -148,43 +152,12 @@ class TaskRuntime:
         Raises
         ------
         TeacherError
-            Only in shadow mode without a student, when the teacher fails.
+            Only when there is no student to fall back on and the teacher fails.
         """
         t0 = time.perf_counter()
-        if self.mode == "cascade":
-            assert self.cascade is not None and self.batcher is not None
-            lab, conf, ms, cpu = await self.batcher.score(text)
-            if self.cascade.answers_locally(conf):
-                return Decision(lab, conf, "student", f"confidence {conf:.3f} >= threshold {self.threshold:.3f}",
-                                (time.perf_counter() - t0) * 1000, lab, ms, student_cpu_ms=cpu)
-            d = (await self.cascade.apredict([text]))[0]
-            d.latency_ms = (time.perf_counter() - t0) * 1000
-            d.student_latency_ms = ms
-            d.student_cpu_ms = cpu + (d.student_cpu_ms or 0.0)
-            return d
-        return await self._shadow(text, t0)
-
-    async def _shadow(self, text: str, t0: float) -> Decision:
-        lab: str | None = None
-        conf: float | None = None
-        ms: float | None = None
-        cpu: float | None = None
-        if self.batcher is not None:
-            lab, conf, ms, cpu = await self.batcher.score(text)
-        try:
-            ans = await self.teacher.classify(text, task_name=self.name, task=self.cfg)
-            if ans.label is None:
-                raise TeacherResponseError(f"the teacher's answer is not one of the labels: {ans.error}", ans.raw)
-        except TeacherError as exc:
-            if lab is None:
-                raise
-            return Decision(lab, conf, "student_fallback",  # type: ignore[arg-type]
-                            f"shadow mode ({self.mode_reason}); teacher failed: {type(exc).__name__}",
-                            (time.perf_counter() - t0) * 1000, lab, ms, teacher_error=str(exc)[:300],  # type: ignore[arg-type]
-                            student_cpu_ms=cpu)
-        self.writer.submit_label(self.name, text, ans.label, ans.call_id)
-        return Decision(ans.label, conf, "shadow", f"shadow mode: {self.mode_reason}",  # type: ignore[arg-type]
-                        (time.perf_counter() - t0) * 1000, lab, ms, teacher_label=ans.label,  # type: ignore[arg-type]
-                        teacher_latency_ms=ans.latency_ms, teacher_cost_usd=ans.cost_usd,
-                        teacher_input_tokens=ans.input_tokens, teacher_output_tokens=ans.output_tokens,
-                        teacher_cached=ans.cached, student_cpu_ms=cpu)
+        scored = await self.batcher.score(text) if self.batcher is not None else None
+        d = await self.cascade.decide(text, scored)
+        if d.answered_by is AnsweredBy.SHADOW:
+            self.writer.submit_label(ShadowLabel(self.name, text, self.cfg.encode(d.answer), d.teacher_call_id))
+        d.latency_ms = (time.perf_counter() - t0) * 1000
+        return d

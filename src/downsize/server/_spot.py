@@ -17,10 +17,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ..audit import AuditWriter
+from ..audit import AuditWriter, SpotCheckRecord
 from ..config import Config, TaskConfig
 from ..errors import TeacherError
-from ..store import Store, utcnow
+from ..store import Store
 from ..teacher import AsyncTeacher
 from ._limits import CircuitBreaker
 from ._metrics import Metrics
@@ -93,7 +93,7 @@ class SpotChecker:
         self._teachers.clear()
 
     # -- checks -----------------------------------------------------------------------------
-    def submit(self, *, task: str, task_cfg: TaskConfig, teacher: str, text: str, label: str, request_id: str,
+    def submit(self, *, task: str, task_cfg: TaskConfig, teacher: str, text: str, answer: Any, request_id: str,
                student_version_id: int | None) -> bool:
         """Schedule one check (thread-safe, never blocks); False if skipped for the concurrency cap."""
         if self._loop is None:
@@ -109,7 +109,7 @@ class SpotChecker:
             self.metrics.spot_checks.labels(task, "skipped").inc()
             return False
         fut = asyncio.run_coroutine_threadsafe(
-            self._check(task, task_cfg, teacher, text, label, request_id, student_version_id), self._loop)
+            self._check(task, task_cfg, teacher, text, answer, request_id, student_version_id), self._loop)
         with self._lock:
             self._futures.add(fut)
         fut.add_done_callback(lambda f: self._done(f, teacher))
@@ -128,24 +128,25 @@ class SpotChecker:
                                                       self.breakers[name])
         return g
 
-    async def _check(self, task: str, task_cfg: TaskConfig, teacher: str, text: str, label: str, request_id: str,
+    async def _check(self, task: str, task_cfg: TaskConfig, teacher: str, text: str, answer: Any, request_id: str,
                      student_version_id: int | None) -> None:
         DEADLINE.set(asyncio.get_running_loop().time() + max(30.0, self.config.server.deadline_s))
-        teacher_label: str | None = None
+        teacher_answer: Any = None
         cost = 0.0
         try:
-            ans = await self._teacher(teacher).classify(text, task_name=task, task=task_cfg)
-            teacher_label, cost = ans.label, ans.cost_usd
+            ans = await self._teacher(teacher).ask(text, task_name=task, task=task_cfg)
+            teacher_answer, cost = ans.answer, ans.cost_usd
         except TeacherError as exc:
             log.info("spot check of %s (task %s): the teacher failed: %s", request_id, task, self.redact(str(exc)))
         except Exception as exc:  # a spot check must never take anything down
             log.error("spot check of %s (task %s) failed: %s", request_id, task, self.redact(repr(exc)))
-        agree = None if teacher_label is None else teacher_label == label
-        row: dict[str, Any] = {"request_id": request_id, "task": task, "ts": utcnow(),
-                               "student_version_id": student_version_id, "student_label": label,
-                               "teacher_label": teacher_label, "agree": agree, "teacher_cost_usd": cost}
-        self.writer.submit_spot_check(row)
-        self.metrics.spot_checks.labels(task, "teacher_failed" if agree is None else
-                                        ("agree" if agree else "disagree")).inc()
+        loss = None if teacher_answer is None else task_cfg.loss(answer, teacher_answer)
+        self.writer.submit_spot_check(SpotCheckRecord(
+            request_id=request_id, task=task, student_version_id=student_version_id,
+            student_label=task_cfg.encode(answer),
+            teacher_label=None if teacher_answer is None else task_cfg.encode(teacher_answer),
+            loss=loss, teacher_cost_usd=cost))
+        self.metrics.spot_checks.labels(task, "teacher_failed" if loss is None else
+                                        ("agree" if loss == 0 else "disagree")).inc()
         if cost:
             self.metrics.teacher_cost.labels(task, "spot_check").inc(cost)

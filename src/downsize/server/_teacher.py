@@ -33,7 +33,7 @@ class GuardedTeacher:
     """An :class:`~downsize.teacher.AsyncTeacher` that honours :data:`DEADLINE` and a breaker.
 
     Timeouts (the deadline's or the client's), unreachable servers, 429 and 5xx count as
-    failures; any other answer (even a 4xx or an unusable label) shows the teacher is up.
+    failures; any other answer (even a 4xx or an unusable answer) shows the teacher is up.
     """
 
     def __init__(self, name: str, cfg: TeacherConfig, teacher: AsyncTeacher, breaker: CircuitBreaker) -> None:
@@ -80,8 +80,8 @@ class GuardedTeacher:
         self.breaker.success()
         return result
 
-    async def classify(self, text: str, *, task_name: str, task: TaskConfig, budget: Any = None) -> TeacherAnswer:
-        return await self._guard(lambda: self.teacher.classify(text, task_name=task_name, task=task, budget=budget))
+    async def ask(self, text: str, *, task_name: str, task: TaskConfig, budget: Any = None) -> TeacherAnswer:
+        return await self._guard(lambda: self.teacher.ask(text, task_name=task_name, task=task, budget=budget))
 
     async def chat(self, messages: list[dict[str, Any]], **kwargs: Any) -> ChatResult:
         return await self._guard(lambda: self.teacher.chat(messages, **kwargs))

@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ...audit import request_row
-from ...cascade import Decision
+from ...audit import AuditRecord
+from ...cascade import AnsweredBy, Decision
 from ...errors import TeacherError
 from ...store import text_hash
-from .._body import check_text, content_text, dumps, parse_json, validate
+from ...teacher.prompt import content_text
+from .._body import check_text, dumps, parse_json, validate
 from .._deps import Client, ClientDep
 from .._errors import ApiError, teacher_error
 from .._gateway import Gateway
@@ -142,10 +143,10 @@ async def chat_completions(request: Request, client: ClientDep) -> Response:
         raise
 
     json_out = req.response_format is not None and req.response_format.type != "text"
-    content = dumps({"label": d.label}).decode() if json_out else d.label
+    content = rt.cfg.render(d.answer, json_mode=json_out)
     message = {"role": "assistant", "content": content, "refusal": None}
     conf = d.confidence
-    headers = {"x-request-id": rid, "x-downsize-answered-by": d.answered_by,
+    headers = {"x-request-id": rid, "x-downsize-answered-by": d.answered_by.value,
                "x-downsize-cost-usd": f"{d.teacher_cost_usd:.8f}"}
     if conf is not None:
         headers["x-downsize-confidence"] = f"{conf:.6f}"
@@ -155,12 +156,12 @@ async def chat_completions(request: Request, client: ClientDep) -> Response:
         resp = Response(_stream_body(rid, model, [(message, "stop")], usage, include), media_type="text/event-stream",
                         headers={**headers, "cache-control": "no-cache"})
     else:
-        info = {"downsize": {"answered_by": d.answered_by, "confidence": conf, "cost_usd": d.teacher_cost_usd,
+        info = {"downsize": {"answered_by": d.answered_by.value, "confidence": conf, "cost_usd": d.teacher_cost_usd,
                              "reason": gw.redact(d.reason)}}
         resp = Response(dumps(_completion_body(rid, model, message, "stop", usage, info)),
                         media_type="application/json", headers=headers)
     gw.record(rt, text, d, request_id=rid, key_id=client.key_id, latency_ms=(time.perf_counter() - t0) * 1000)
-    if d.answered_by == "student":
+    if d.answered_by is AnsweredBy.STUDENT:
         gw.maybe_spot_check(rt, text, d, rid)
     return resp
 
@@ -193,7 +194,7 @@ async def _passthrough(gw: Gateway, obj: dict[str, Any], req: ChatCompletionRequ
     cost = teacher.cfg.cost(res.input_tokens, res.output_tokens)
     usage = {"prompt_tokens": res.input_tokens, "completion_tokens": res.output_tokens,
              "total_tokens": res.input_tokens + res.output_tokens}
-    headers = {"x-request-id": rid, "x-downsize-answered-by": "passthrough", "x-downsize-cost-usd": f"{cost:.8f}"}
+    headers = {"x-request-id": rid, "x-downsize-answered-by": AnsweredBy.PASSTHROUGH.value, "x-downsize-cost-usd": f"{cost:.8f}"}
     out_model = str(raw.get("model") or teacher.model)
     if req.stream:
         include = bool(req.stream_options and req.stream_options.include_usage)
@@ -204,14 +205,14 @@ async def _passthrough(gw: Gateway, obj: dict[str, Any], req: ChatCompletionRequ
                         media_type="application/json", headers=headers)
     latency_ms = (time.perf_counter() - t0) * 1000
     log_text = gw.config.server.log_passthrough_text
-    gw.writer.submit(request_row(
+    gw.writer.submit(AuditRecord(
         request_id=rid, task=None, model=req.model[:255], input_hash=_hash(text, body),
         input_text=text if log_text else None, answer=res.content if log_text else None,
-        answered_by="passthrough", reason=f"model {req.model!r} is not a downsize task: passed to teacher "
+        answered_by=AnsweredBy.PASSTHROUGH, reason=f"model {req.model!r} is not a downsize task: passed to teacher "
         f"{teacher.name!r}"[:255], teacher_input_tokens=res.input_tokens, teacher_output_tokens=res.output_tokens,
         teacher_cost_usd=cost, teacher_only_cost_usd=cost, latency_ms=latency_ms, teacher_latency_ms=res.latency_ms,
         client_key_id=client.key_id,
     ))
-    gw.metrics.observe(None, "passthrough", latency_ms / 1000, cost=cost, teacher_only=cost,
+    gw.metrics.observe(None, AnsweredBy.PASSTHROUGH, latency_ms / 1000, cost=cost, teacher_only=cost,
                        teacher_s=res.latency_ms / 1000, purpose="passthrough")
     return resp

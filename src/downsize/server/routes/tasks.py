@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ...cascade import Decision
+from ...cascade import AnsweredBy, Decision
 from ...errors import TeacherError
 from ...store import text_hash
 from .._body import check_text, dumps, parse_json, validate
@@ -69,9 +69,10 @@ async def predict(task: str, request: Request, client: ClientDep) -> Response:
         sub = f"{rid}.{i}"
         if isinstance(d, Decision):
             gw.record(rt, x, d, request_id=sub, key_id=client.key_id, latency_ms=latency_ms)
-            if d.answered_by == "student":
+            if d.answered_by is AnsweredBy.STUDENT:
                 gw.maybe_spot_check(rt, x, d, sub)
-            results.append({"label": d.label, "confidence": d.confidence, "answered_by": d.answered_by,
+            results.append({rt.cfg.answer_key: rt.cfg.to_json(d.answer)[rt.cfg.answer_key],
+                            "confidence": d.confidence, "answered_by": d.answered_by.value,
                             "latency_ms": round(latency_ms, 3), "cost_usd": d.teacher_cost_usd, "error": None})
             continue
         if isinstance(d, TeacherError):
@@ -82,7 +83,7 @@ async def predict(task: str, request: Request, client: ClientDep) -> Response:
             raise d
         gw.record_error(task=task, model=f"downsize/{task}", input_hash=text_hash(x), text=x, status=err.status,
                         message=err.message, request_id=sub, key_id=client.key_id, latency_ms=latency_ms)
-        results.append({"label": None, "confidence": None, "answered_by": "error", "latency_ms": round(latency_ms, 3),
+        results.append({rt.cfg.answer_key: None, "confidence": None, "answered_by": AnsweredBy.ERROR.value, "latency_ms": round(latency_ms, 3),
                         "cost_usd": 0.0, "error": gw.redact(err.message)})
     out = {"id": rid, "task": task, "model": f"downsize/{task}", "results": results}
     return Response(dumps(out), media_type="application/json", headers={"x-request-id": rid})

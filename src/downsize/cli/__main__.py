@@ -1,0 +1,5 @@
+"""``python -m downsize.cli``: the same as the ``downsize`` command."""
+
+from . import main
+
+main()

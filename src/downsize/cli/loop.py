@@ -1,0 +1,190 @@
+"""The loop's commands: init, label, add-labels, train, calibrate, predict, eval, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ._common import ConfigOpt, _errors, _fmt, _project, app, console, err_console
+
+
+
+@app.command()
+@_errors
+def init(path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path("downsize.yaml")) -> None:
+    """Write a commented downsize.yaml template."""
+    from ..config import write_template
+
+    write_template(path)
+    console.print(f"wrote {path}: edit the teacher and the task, then run [bold]downsize label[/]")
+
+
+@app.command()
+@_errors
+def label(
+    task: Annotated[str, typer.Argument(help="Task name from downsize.yaml.")],
+    data: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file of unlabelled rows.")],
+    text_col: Annotated[str | None, typer.Option(help="Column with the text (default: the task's text_field).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Label at most this many rows.")] = None,
+    budget: Annotated[float | None, typer.Option(help="Stop before spending more than this many dollars.")] = None,
+    config: ConfigOpt = Path("downsize.yaml"),
+) -> None:
+    """Have the teacher label a file. Resumable: only rows without a label are sent."""
+    with _project(config) as p:
+        summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget)
+    console.print(summary.render())
+    if summary.stopped_reason == "budget":
+        raise typer.Exit(4)
+    if summary.stopped_reason == "interrupted":
+        err_console.print("interrupted: run the same command again to label the rest (nothing is paid twice)")
+        raise typer.Exit(130)
+
+
+@app.command("add-labels")
+@_errors
+def add_labels(
+    task: Annotated[str, typer.Argument()],
+    data: Annotated[Path, typer.Argument(help="File with a text and a label column.")],
+    label_col: Annotated[str, typer.Option(help="Column with the labels.")] = "label",
+    text_col: Annotated[str | None, typer.Option()] = None,
+    source: Annotated[str, typer.Option(help="human (corrections) or gold.")] = "human",
+    config: ConfigOpt = Path("downsize.yaml"),
+) -> None:
+    """Import human corrections or gold labels; they override the teacher's labels."""
+    if source not in ("human", "gold"):
+        raise typer.BadParameter("--source must be human or gold")
+    with _project(config) as p:
+        n = p.add_gold(task, data, text_col=text_col, label_col=label_col, source=source)
+    console.print(f"added {n} {source} labels to {task}")
+
+
+@app.command()
+@_errors
+def train(
+    task: Annotated[str, typer.Argument()],
+    student: Annotated[str | None, typer.Option(help="auto | tfidf | minilm (default: the task's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the train/calibration split.")] = 0,
+    config: ConfigOpt = Path("downsize.yaml"),
+) -> None:
+    """Train a new student version on the task's labels, holding out a calibration split."""
+    with _project(config) as p, console.status(f"training {task}…"):
+        r = p.train(task, kind=student, seed=seed)
+    t = Table(title=f"{task}: student v{r.version} ({r.kind})", show_header=False)
+    t.add_row("trained on", f"{r.n_train:,} rows ({len(r.label_counts)} labels); {r.n_calib:,} held out for calibration")
+    t.add_row("train time", f"{r.train_seconds:.2f} s")
+    t.add_row("size on disk", f"{r.size_bytes / 1e6:.2f} MB")
+    t.add_row("held-out agreement with labels", f"{r.holdout_agreement:.1%}")
+    t.add_row("choice", r.selection_reason)
+    t.add_row("saved to", r.path)
+    console.print(t)
+    console.print(f"next: [bold]downsize calibrate {task}[/]")
+
+
+@app.command()
+@_errors
+def calibrate(
+    task: Annotated[str, typer.Argument()],
+    alpha: Annotated[float | None, typer.Option(help="Max disagreement rate on answered requests.")] = None,
+    delta: Annotated[float | None, typer.Option(help="The guarantee holds with probability 1-delta.")] = None,
+    config: ConfigOpt = Path("downsize.yaml"),
+) -> None:
+    """Pick the confidence threshold with a finite-sample guarantee (Learn-then-Test)."""
+    with _project(config) as p:
+        run, cal = p.calibrate(task, alpha=alpha, delta=delta)
+    t = Table(title=f"{task}: calibration (student v{run.details.get('student_version')})", show_header=False)
+    t.add_row("target", f"disagreement ≤ {run.alpha:.1%} with probability ≥ {1 - run.delta:.0%}")
+    t.add_row("relative to", f"{run.reference} labels on {run.n_calib:,} held-out rows")
+    if run.threshold is None:
+        t.add_row("threshold", "[red]none qualifies[/]: every request stays on the teacher")
+    else:
+        t.add_row("threshold λ", f"{run.threshold:.4f}")
+        t.add_row("answered locally", f"{run.coverage:.1%} (interval {run.coverage_lo:.1%}–{run.coverage_hi:.1%})")
+        t.add_row("errors among answered", f"{run.errors_answered} of {run.n_answered}")
+    console.print(t)
+    console.print(run.details.get("guarantee", ""), highlight=False)
+
+
+@app.command()
+@_errors
+def predict(
+    task: Annotated[str, typer.Argument()],
+    data: Annotated[Path, typer.Argument(help="File of rows to answer.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV/JSONL.")],
+    text_col: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int | None, typer.Option()] = None,
+    budget: Annotated[float | None, typer.Option(help="Dollar cap on teacher calls for escalations.")] = None,
+    config: ConfigOpt = Path("downsize.yaml"),
+) -> None:
+    """Answer a file through the cascade: student when it may, teacher otherwise."""
+    with _project(config) as p:
+        s = p.predict(task, data, output, text_col=text_col, limit=limit, budget_usd=budget)
+    t = Table(title=f"{task}: {s.rows:,} rows → {s.output}")
+    t.add_column("")
+    t.add_column("cascade", justify="right")
+    t.add_column("teacher only", justify="right")
+    t.add_row("answered locally", f"{s.share_local:.1%}", "0%")
+    t.add_row("teacher calls", f"{s.rows - s.teacher_calls_saved:,}", f"{s.rows:,}")
+    t.add_row("cost $", f"{s.cost_usd:.4f}", f"{s.teacher_only_cost_usd:.4f}")
+    t.add_row("latency p50 ms", _fmt(s.latency_p50_ms, ".2f"), _fmt(s.teacher_only_latency_p50_ms, ".1f"))
+    t.add_row("latency p95 ms", _fmt(s.latency_p95_ms, ".2f"), _fmt(s.teacher_only_latency_p95_ms, ".1f"))
+    console.print(t)
+    console.print(f"answered by: {s.answered_by}; student agrees with the teacher on "
+                  f"{_fmt(None if s.escalated_agreement is None else 100 * s.escalated_agreement, '.1f', '%')} of escalated rows")
+
+
+@app.command("eval")
+@_errors
+def eval_(
+    task: Annotated[str, typer.Argument()],
+    data: Annotated[Path, typer.Argument(help="File with text and gold labels.")],
+    gold_col: Annotated[str, typer.Option(help="Column with the gold labels.")] = "label",
+    text_col: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int | None, typer.Option()] = None,
+    teacher: Annotated[bool, typer.Option(help="Also ask the teacher (cached) for teacher/cascade figures.")] = True,
+    plot: Annotated[Path | None, typer.Option(help="Write the coverage–accuracy curve as a PNG.")] = None,
+    config: ConfigOpt = Path("downsize.yaml"),
+) -> None:
+    """Accuracy and macro-F1 vs gold: student alone, teacher alone and the cascade."""
+    from ..evaluation import evaluate_file
+
+    with _project(config) as p:
+        r = evaluate_file(p, task, data, gold_col=gold_col, text_col=text_col, limit=limit,
+                          use_teacher=teacher, plot=plot)
+    t = Table(title=f"{task}: evaluation on {r.n:,} gold rows")
+    for c in ("", "accuracy", "macro-F1", "answered locally"):
+        t.add_column(c, justify="right")
+    t.add_row("student alone", f"{r.student['accuracy']:.2%}", f"{r.student['macro_f1']:.3f}", "100%")
+    if r.teacher:
+        t.add_row("teacher alone", f"{r.teacher['accuracy']:.2%}", f"{r.teacher['macro_f1']:.3f}", "0%")
+    if r.cascade:
+        t.add_row("cascade", f"{r.cascade['accuracy']:.2%}", f"{r.cascade['macro_f1']:.3f}", f"{r.cascade['share_local']:.1%}")
+    console.print(t)
+    c = Table(title="coverage vs accuracy over thresholds")
+    for col in ("threshold", "coverage", "student acc. (answered)", "cascade acc."):
+        c.add_column(col, justify="right")
+    for row in r.curve:
+        c.add_row(f"{row['threshold']:.4f}", f"{row['coverage']:.1%}", f"{row['student_accuracy_answered']:.2%}",
+                  f"{row['cascade_accuracy']:.2%}" if "cascade_accuracy" in row else "–")
+    console.print(c)
+    console.print(f"student latency p50 {r.student_latency_p50_ms:.2f} ms, p99 {r.student_latency_p99_ms:.2f} ms "
+                  f"per row; batch {r.student_batch_rows_per_s:,.0f} rows/s")
+    if r.plot:
+        console.print(f"plot: {r.plot}")
+
+
+@app.command()
+@_errors
+def status(config: ConfigOpt = Path("downsize.yaml")) -> None:
+    """Labels, students and thresholds per task."""
+    with _project(config) as p:
+        rows = p.status()
+    t = Table(title="downsize status")
+    for c in ("task", "labelled", "student", "threshold", "coverage", "teacher $"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["task"], f"{r['labelled']:,}", r["student"] or "–", _fmt(r["threshold"], ".4f"),
+                  _fmt(None if r["coverage"] is None else 100 * r["coverage"], ".1f", "%"), f"{r['spend_usd']:.4f}")
+    console.print(t)

@@ -1,0 +1,223 @@
+"""The replay teacher: an OpenAI-compatible server that answers with recorded labels.
+
+It plays the large model from a labelled file (``text,label``), so the whole pipeline can
+run offline and quality figures mean "agreement with the teacher". It speaks the prompt
+protocol of :mod:`downsize.teacher`: the text is the content of a user message (the first
+user message that is a known text wins, so a repair retry is answered too).
+
+Knobs for realism: ``latency_ms`` per answer, ``error_rate`` (seeded HTTP 500s) and
+``noise`` (a seeded, per-text-deterministic share of wrong labels). ``GET /stats`` counts
+the chat requests answered, by status; a request whose client went away while it was
+being answered is counted as ``abandoned`` instead (it was never delivered, so never paid).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from ..data import read_texts
+from ..teacher.prompt import content_text
+
+__all__ = ["create_replay_app", "load_records"]
+
+_JSON = "application/json"
+
+
+def _err(status: int, message: str, type_: str, code: str | None = None, param: str | None = None) -> Response:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return Response(json.dumps(body), status_code=status, media_type=_JSON)
+
+
+async def _sleep_unless_gone(request: Request, seconds: float) -> bool:
+    """Sleep; False as soon as the client disconnects (watching ``receive`` for it)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(gone())
+    try:
+        done, _ = await asyncio.wait({watcher}, timeout=seconds)
+    finally:
+        watcher.cancel()
+    return not done
+
+
+def _tokens(chars: int) -> int:
+    return max(1, math.ceil(chars / 4))
+
+
+def create_replay_app(
+    records: Mapping[str, str],
+    *,
+    latency_ms: float = 0.0,
+    error_rate: float = 0.0,
+    noise: float = 0.0,
+    seed: int = 0,
+    labels: Sequence[str] | None = None,
+) -> FastAPI:
+    """A FastAPI app serving ``records`` (text → label) over ``POST /v1/chat/completions``.
+
+    Parameters
+    ----------
+    records : mapping of str to str
+        The recorded answers.
+    latency_ms : float
+        Sleep before each answer.
+    error_rate : float
+        Share of requests answered with HTTP 500 (drawn from ``random.Random(seed)``).
+    noise : float
+        Share of texts that get a wrong label (another label of the set), chosen by a
+        hash of ``seed`` and the text, so a text is always answered the same way.
+    seed : int
+    labels : sequence of str, optional
+        The label set for noise; defaults to the labels in ``records``.
+
+    Returns
+    -------
+    FastAPI
+        ``app.state.stats`` is ``{"requests": n, "by_status": {"200": n, ...},
+        "abandoned": n, "in_flight": n}``; ``GET /stats`` (and :attr:`ReplayServer.stats`) add
+        ``oldest_in_flight_ms``, the age of the oldest request being answered.
+    """
+    for name, value in (("error_rate", error_rate), ("noise", noise)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {value}")
+    if latency_ms < 0:
+        raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+    records = dict(records)
+    label_set = sorted(set(labels) if labels is not None else set(records.values()))
+    rng = random.Random(seed)
+    ids = itertools.count(1)
+    stats: dict[str, Any] = {"requests": 0, "by_status": {}, "abandoned": 0, "in_flight": 0}
+    started: dict[int, float] = {}  # request number -> when it arrived (monotonic)
+
+    def answer_for(text: str) -> str:
+        label = records[text]
+        if noise > 0 and len(label_set) > 1:
+            digest = hashlib.sha256(f"{seed}\x00{text}".encode()).digest()
+            if int.from_bytes(digest[:8], "big") / 2**64 < noise:
+                others = [x for x in label_set if x != label]
+                label = others[int.from_bytes(digest[8:16], "big") % len(others)]
+        return label
+
+    app = FastAPI(title="downsize replay teacher", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.stats = stats
+    app.state.records = records
+
+    def count(status: int) -> None:
+        stats["requests"] += 1
+        key = str(status)
+        stats["by_status"][key] = stats["by_status"].get(key, 0) + 1
+
+    async def handle(request: Request, n: int) -> Response | None:
+        try:
+            payload = json.loads(await request.body())
+        except ValueError:
+            return _err(400, "replay: the request body is not valid JSON", "invalid_request_error")
+        messages = payload.get("messages") if isinstance(payload, dict) else None
+        if not isinstance(messages, list) or not messages:
+            return _err(400, "replay: 'messages' must be a non-empty list", "invalid_request_error", param="messages")
+        if latency_ms > 0 and not await _sleep_unless_gone(request, latency_ms / 1000.0):
+            return None
+        if error_rate > 0 and rng.random() < error_rate:
+            return _err(500, "replay: injected server error (--error-rate)", "server_error")
+        text = None
+        chars = 0
+        for m in messages:
+            if not isinstance(m, dict):
+                continue
+            content = content_text(m.get("content")) or ""
+            chars += len(content)
+            if text is None and m.get("role") == "user" and content in records:
+                text = content
+        if text is None:
+            return _err(
+                404,
+                f"replay: the text (a user message's content) is not in the replay file "
+                f"({len(records):,} recorded texts)",
+                "not_found",
+                code="text_not_found",
+                param="messages",
+            )
+        label = answer_for(text)
+        fmt = payload.get("response_format")
+        structured = isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
+        content = json.dumps({"label": label}) if structured else label
+        prompt_tokens, completion_tokens = _tokens(chars), _tokens(len(content))
+        body = {
+            "id": f"chatcmpl-replay-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(payload.get("model") or "replay"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return Response(json.dumps(body), media_type=_JSON)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        n = next(ids)
+        started[n] = time.monotonic()
+        stats["in_flight"] += 1
+        try:
+            resp = await handle(request, n)
+        finally:
+            stats["in_flight"] -= 1
+            del started[n]
+        if resp is None:  # the client went away while we "thought": never answered, never paid
+            stats["abandoned"] += 1
+            return Response(status_code=499)
+        count(resp.status_code)
+        return resp
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": "replay", "object": "model", "owned_by": "downsize"}]}
+
+    @app.get("/stats")
+    async def get_stats() -> dict[str, Any]:
+        return snapshot()
+
+    def snapshot() -> dict[str, Any]:
+        oldest = min(started.values(), default=None)
+        age = 0.0 if oldest is None else (time.monotonic() - oldest) * 1000.0
+        return {**stats, "by_status": dict(stats["by_status"]), "oldest_in_flight_ms": age}
+
+    app.state.snapshot = snapshot
+
+    return app
+
+
+def load_records(
+    path: str | os.PathLike[str], *, text_col: str = "text", label_col: str = "label"
+) -> dict[str, str]:
+    """``text → label`` from a labelled data file (the first row of a repeated text wins)."""
+    data = read_texts(path, text_col, label_col=label_col)
+    records: dict[str, str] = {}
+    for text, label in zip(data.texts, data.labels or []):
+        records.setdefault(text, label)
+    return records

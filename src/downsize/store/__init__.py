@@ -1,0 +1,44 @@
+"""The store: everything downsize records, in one SQLAlchemy database (SQLite by default).
+
+:mod:`.schema` holds the tables, :mod:`.store` the :class:`Store` that reads and appends them.
+"""
+
+from __future__ import annotations
+
+from .schema import (
+    LABEL_SOURCES,
+    ApiKey,
+    Base,
+    CalibrationRun,
+    EvalRun,
+    Example,
+    Label,
+    RequestLog,
+    SpotCheck,
+    StudentVersion,
+    TeacherCall,
+    dumps,
+    text_hash,
+    utcnow,
+)
+from .store import LabelledExample, Store, make_engine
+
+__all__ = [
+    "Store",
+    "LabelledExample",
+    "make_engine",
+    "Base",
+    "Example",
+    "TeacherCall",
+    "Label",
+    "StudentVersion",
+    "CalibrationRun",
+    "EvalRun",
+    "RequestLog",
+    "SpotCheck",
+    "ApiKey",
+    "LABEL_SOURCES",
+    "dumps",
+    "text_hash",
+    "utcnow",
+]

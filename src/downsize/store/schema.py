@@ -1,0 +1,237 @@
+"""The store's tables: everything downsize records, as SQLAlchemy ORM rows.
+
+Rows are only ever added, never silently overwritten: a new label for an example is a new row
+(the effective label is chosen by source priority, gold > human > teacher, then recency), a
+retrained student is a new version, and a teacher call is recorded once under its content hash.
+Answer columns (``labels.label``, ``teacher_calls.parsed_label``, the audit log's answers) hold
+the task kind's *encoded* answer (:meth:`downsize.tasks.TaskConfig.encode`): a label for
+``classify``, JSON for the structured kinds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "Example",
+    "TeacherCall",
+    "Label",
+    "StudentVersion",
+    "CalibrationRun",
+    "EvalRun",
+    "RequestLog",
+    "SpotCheck",
+    "ApiKey",
+    "LABEL_SOURCES",
+    "dumps",
+    "text_hash",
+    "utcnow",
+]
+
+#: Label sources, lowest priority first: human corrections override the teacher, gold wins.
+LABEL_SOURCES = ("teacher", "human", "gold")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def text_hash(text: str) -> str:
+    """sha256 of the UTF-8 text: the identity of an example (and the audit log's input hash)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Example(Base):
+    """One input text of a task (unlabelled until a Label row points at it)."""
+
+    __tablename__ = "examples"
+    __table_args__ = (UniqueConstraint("task", "text_hash", name="uq_example_task_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    text_hash: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TeacherCall(Base):
+    """One paid request to a teacher, keyed by the hash of everything that determines it."""
+
+    __tablename__ = "teacher_calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    base_url: Mapped[str] = mapped_column(String(512))
+    model: Mapped[str] = mapped_column(String(255))
+    task: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    prompt: Mapped[Any] = mapped_column(JSON)  # the messages sent
+    schema_json: Mapped[Any] = mapped_column(JSON, nullable=True)
+    raw_response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parsed_label: Mapped[str | None] = mapped_column(Text, nullable=True)  # the encoded answer
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    status: Mapped[str] = mapped_column(String(32))  # ok | parse_error
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class Label(Base):
+    """A label for an example from the teacher, a human correction, or gold."""
+
+    __tablename__ = "labels"
+    __table_args__ = (Index("ix_labels_task_example", "task", "example_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    example_id: Mapped[int] = mapped_column(ForeignKey("examples.id"))
+    task: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(Text)  # the task kind's encoded answer
+    source: Mapped[str] = mapped_column(String(16))  # teacher | human | gold
+    teacher_call_id: Mapped[int | None] = mapped_column(ForeignKey("teacher_calls.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class StudentVersion(Base):
+    """A trained student on disk (path + sha256) and how it was trained."""
+
+    __tablename__ = "student_versions"
+    __table_args__ = (UniqueConstraint("task", "version", name="uq_student_task_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[Any] = mapped_column(JSON)
+    n_train: Mapped[int] = mapped_column(Integer)
+    n_calib: Mapped[int] = mapped_column(Integer)
+    calib_example_ids: Mapped[Any] = mapped_column(JSON)  # held-out split used by calibrate
+    train_seconds: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[Any] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class CalibrationRun(Base):
+    """One threshold calibration: the guarantee and what it buys."""
+
+    __tablename__ = "calibration_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    student_version_id: Mapped[int] = mapped_column(ForeignKey("student_versions.id"))
+    alpha: Mapped[float] = mapped_column(Float)
+    delta: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: teacher only
+    coverage: Mapped[float] = mapped_column(Float)
+    coverage_lo: Mapped[float] = mapped_column(Float)
+    coverage_hi: Mapped[float] = mapped_column(Float)
+    n_calib: Mapped[int] = mapped_column(Integer)
+    n_answered: Mapped[int] = mapped_column(Integer)
+    errors_answered: Mapped[int] = mapped_column(Integer)
+    reference: Mapped[str] = mapped_column(String(32))  # teacher | gold | mixed
+    method: Mapped[str] = mapped_column(String(64))
+    details: Mapped[Any] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class EvalRun(Base):
+    """``downsize eval`` results against gold."""
+
+    __tablename__ = "eval_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    student_version_id: Mapped[int | None] = mapped_column(ForeignKey("student_versions.id"))
+    calibration_run_id: Mapped[int | None] = mapped_column(ForeignKey("calibration_runs.id"))
+    data_path: Mapped[str] = mapped_column(String(1024))
+    n: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RequestLog(Base):
+    """The audit log: one row per answered request (gateway or batch cascade)."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (Index("ix_request_log_task_ts", "task", "ts"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    channel: Mapped[str] = mapped_column(String(16), default="gateway")  # gateway | batch
+    task: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: pass-through
+    model: Mapped[str] = mapped_column(String(255))
+    input_hash: Mapped[str] = mapped_column(String(64))
+    input_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # student | teacher | student_fallback | shadow | passthrough | error
+    answered_by: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(255), default="")
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    student_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    student_label: Mapped[str | None] = mapped_column(Text, nullable=True)
+    teacher_label: Mapped[str | None] = mapped_column(Text, nullable=True)
+    teacher_input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    teacher_output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    teacher_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    # what the teacher would have cost for this request (recorded or estimated tokens x price)
+    teacher_only_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    student_latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    teacher_latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    student_cpu_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    client_key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status_code: Mapped[int] = mapped_column(Integer, default=200)
+
+
+class SpotCheck(Base):
+    """A student answer re-asked of the teacher in the background: the live guarantee check."""
+
+    __tablename__ = "spot_checks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    student_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    student_label: Mapped[str] = mapped_column(Text)
+    teacher_label: Mapped[str | None] = mapped_column(Text, nullable=True)
+    agree: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: teacher failed
+    # the task kind's loss of the student's answer against the teacher's, in [0, 1] (None: teacher failed)
+    loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    teacher_cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ApiKey(Base):
+    """A gateway API key: only its sha256 is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON (sorted keys, no spaces): the basis of content hashes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,176 @@
+"""The task-kind contract: what a kind of task (classify, multi-label, extraction) must say.
+
+A task kind is its own section of ``downsize.yaml`` — a pydantic model deriving from
+:class:`TaskConfig` with a ``kind`` literal — that also implements the methods below. Everything
+downstream (the teacher client, training, calibration, the cascade, the gateway, the audit log, the
+report) talks to a task only through them, so a new kind is one new module here and one line in
+:data:`downsize.tasks.KINDS`; nothing else branches on the kind.
+
+=================  ============================================================================
+part of a kind     methods
+=================  ============================================================================
+config section     the model's fields (``labels``, ``fields``...), validated when the YAML loads
+teacher's answer   :meth:`~TaskConfig.prompt` (system message), :meth:`~TaskConfig.answer_schema`
+                   (JSON schema sent as structured output), :meth:`~TaskConfig.parse` (strict:
+                   a raw completion → an answer, or :class:`~downsize.errors.AnswerError`),
+                   :meth:`~TaskConfig.repair_message` (the one retry's request)
+answer type        :meth:`~TaskConfig.normalise` (any JSON-like value → the canonical answer,
+                   the same rule for teacher, student, file and reviewer answers),
+                   :meth:`~TaskConfig.encode` / :meth:`~TaskConfig.decode` (the store's text form)
+loss               :meth:`~TaskConfig.loss`: disagreement of an answer with a reference, in [0, 1];
+                   the calibration bounds its mean over answered requests; :meth:`~TaskConfig.metrics`
+                   (quality against gold, for ``downsize eval``)
+rendering          :meth:`~TaskConfig.to_json` (the answer object) and :meth:`~TaskConfig.render`
+                   (a chat completion's content)
+students           :attr:`~TaskConfig.students` (families that fit, cheapest first),
+                   :meth:`~TaskConfig.targets` (answers → what ``fit`` takes),
+                   :meth:`~TaskConfig.score` (a fitted student's answers and confidences),
+                   :meth:`~TaskConfig.strata` (how splits keep proportions) and
+                   :meth:`~TaskConfig.check_training` (is there enough to learn from)
+=================  ============================================================================
+
+Answers are plain, hashable Python values (a label ``str`` for classify); ``None`` never is one.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import AnswerError
+
+__all__ = ["TaskConfig", "Scores", "dumps_answer"]
+
+#: (answers, confidences) of a student for a batch of texts.
+Scores = tuple[list[Any], np.ndarray]
+
+
+def dumps_answer(obj: Any) -> str:
+    """Compact, key-sorted JSON: the one text form of structured answers (store, audit, chat)."""
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+class TaskConfig(BaseModel):
+    """A routine LLM task that a student may take over: the fields every kind shares, and the
+    contract each kind implements (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    teacher: str = "default"
+    instructions: str = Field(min_length=1)
+    text_field: str = "text"
+    alpha: float = Field(default=0.02, gt=0, lt=1, description="max mean loss (disagreement) when answering")
+    delta: float = Field(default=0.05, gt=0, lt=1, description="1 - confidence of the guarantee")
+    student: str = Field(default="auto", description="a student family that fits the kind, or auto")
+    mode: Literal["cascade", "shadow"] = "cascade"
+    spot_check_rate: float = Field(default=0.02, ge=0, le=1)
+    log_text: bool = True
+    bound: Literal["hoeffding_bentkus", "binomial"] = Field(
+        default="hoeffding_bentkus",
+        description="p-values of the threshold tests: Hoeffding-Bentkus (a little more conservative: "
+        "realised test disagreement stays under alpha more often) or the exact binomial",
+    )
+    calibration_fraction: float = Field(default=0.3, gt=0.05, lt=0.9)
+    min_examples_per_label: int = Field(default=5, ge=2)
+
+    #: Student families that fit this kind, cheapest first (``auto`` chooses among them).
+    students: ClassVar[tuple[str, ...]] = ()
+    #: The key of the answer in :meth:`to_json`'s object (also the column ``predict`` writes).
+    answer_key: ClassVar[str] = "answer"
+
+    @model_validator(mode="after")
+    def _student_fits(self) -> TaskConfig:
+        allowed = ("auto", *self.students)
+        if self.student not in allowed:
+            raise ValueError(f"student {self.student!r} does not fit a {self.kind} task; choose one of {allowed}")
+        return self
+
+    # -- the teacher's side ---------------------------------------------------------------
+    @abstractmethod
+    def prompt(self) -> str:
+        """The system message: the instructions, the answer set or fields, how to answer."""
+
+    @abstractmethod
+    def answer_schema(self) -> dict[str, Any]:
+        """JSON schema (an object) of one answer, sent to the teacher as structured output."""
+
+    @abstractmethod
+    def parse(self, raw: str) -> Any:
+        """A teacher's raw completion → the normalised answer.
+
+        Raises
+        ------
+        AnswerError
+            The completion is not a valid answer; the message says why (it is shown to the teacher
+            in the repair retry and recorded with the call).
+        """
+
+    def repair_message(self, error: AnswerError) -> str:
+        """The user message of the one repair retry after an unusable answer."""
+        return f"That answer is not valid: {error}. Answer again, exactly as instructed, and nothing else."
+
+    # -- the answer type --------------------------------------------------------------------
+    @abstractmethod
+    def normalise(self, value: Any) -> Any:
+        """Any JSON-like form of an answer (the schema's object, or a bare value) → the canonical
+        answer, by one rule for every source; :class:`AnswerError` if it does not fit the task."""
+
+    @abstractmethod
+    def encode(self, answer: Any) -> str:
+        """The answer's text form in the store and the audit log."""
+
+    @abstractmethod
+    def decode(self, text: str) -> Any:
+        """Inverse of :meth:`encode` (:class:`AnswerError` for text that is not an answer)."""
+
+    @abstractmethod
+    def to_json(self, answer: Any) -> dict[str, Any]:
+        """The answer as the object :meth:`answer_schema` describes."""
+
+    def render(self, answer: Any, *, json_mode: bool = True) -> str:
+        """A chat completion's content: the answer object as JSON (``json_mode=False`` is the
+        plain-text form, which only kinds with a one-word answer have)."""
+        return dumps_answer(self.to_json(answer))
+
+    # -- the loss ---------------------------------------------------------------------------
+    @abstractmethod
+    def loss(self, answer: Any, reference: Any) -> float:
+        """Disagreement of ``answer`` with ``reference``, in [0, 1] (0: they agree)."""
+
+    def losses(self, answers: Sequence[Any], references: Sequence[Any]) -> np.ndarray:
+        """:meth:`loss` of each pair, as a float array."""
+        return np.fromiter((self.loss(a, r) for a, r in zip(answers, references, strict=True)), float,
+                           count=len(answers))
+
+    @abstractmethod
+    def metrics(self, answers: Sequence[Any], gold: Sequence[Any]) -> dict[str, float]:
+        """Quality of ``answers`` against ``gold`` (``downsize eval``); a None answer (a failure) is wrong."""
+
+    # -- students ---------------------------------------------------------------------------
+    @abstractmethod
+    def targets(self, answers: Sequence[Any]) -> Any:
+        """What a student's ``fit`` takes as ``y`` for these answers."""
+
+    def strata(self, answers: Sequence[Any]) -> list[Any] | None:
+        """Groups to keep in proportion when the labelled rows are split (None: a plain random split)."""
+        return None
+
+    @abstractmethod
+    def score(self, student: Any, texts: Sequence[str]) -> Scores:
+        """A fitted student's answer and confidence (on which λ is set) for each text."""
+
+    @abstractmethod
+    def check_training(self, task_name: str, answers: Sequence[Any]) -> dict[str, int]:
+        """Validate the labelled answers before training; returns counts per answer class.
+
+        Raises
+        ------
+        StudentError
+            Naming what is missing (e.g. a label with too few examples) and how to fix it.
+        """

@@ -17,4 +17,4 @@ from __future__ import annotations
 from .drift import DriftMonitor, DriftState
 from .risk import MonitorState, RiskMonitor, version_delta
 
-__all__ = ["RiskMonitor", "MonitorState", "DriftMonitor", "DriftState", "version_delta"]
+__all__ = ["DriftMonitor", "DriftState", "MonitorState", "RiskMonitor", "version_delta"]

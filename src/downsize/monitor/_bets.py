@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CAP", "AGrapa", "ONS", "UpperCS", "STRATEGIES", "default_half_life"]
+__all__ = ["CAP", "ONS", "STRATEGIES", "AGrapa", "Mixture", "UpperCS", "default_half_life"]
 
 #: largest bet as a share of 1/α (Waudby-Smith & Ramdas truncate at c = 1/2 too)
 CAP = 0.5
@@ -94,7 +94,49 @@ class ONS:
         return {"lam": lam, "a": a}
 
 
-STRATEGIES = {"agrapa": AGrapa, "ons": ONS}
+class Mixture:
+    """The mean of the wealths of :class:`AGrapa` (discounted) and :class:`ONS`, started
+    with 1/2 each: a test martingale too, and at most log 2 behind the better of the two.
+
+    Played as one bettor: ``λ = w λ_agrapa + (1 − w) λ_ons`` where ``w`` is aGRAPA's share of
+    the current wealth, so the monitor's wealth update is the same for every strategy.
+    """
+
+    name = "mixture"
+
+    def __init__(self, alpha: float, half_life: float) -> None:
+        self.alpha = alpha
+        self.half_life = half_life
+        self.parts = (("agrapa.", AGrapa(alpha, half_life)), ("ons.", ONS(alpha, half_life)))
+
+    def init(self, shape: tuple[int, ...] = ()) -> dict[str, Any]:
+        st = {"w": np.full(shape, 0.5)}
+        for prefix, part in self.parts:
+            st.update({prefix + k: v for k, v in part.init(shape).items()})
+        return st
+
+    def _sub(self, st: dict[str, Any], prefix: str) -> dict[str, Any]:
+        return {k[len(prefix):]: v for k, v in st.items() if k.startswith(prefix)}
+
+    def _bets(self, st: dict[str, Any]) -> tuple[Any, Any]:
+        (pa, a), (po, o) = self.parts
+        return a.bet(self._sub(st, pa)), o.bet(self._sub(st, po))
+
+    def bet(self, st: dict[str, Any]) -> Any:
+        la, lo = self._bets(st)
+        return st["w"] * la + (1.0 - st["w"]) * lo
+
+    def learn(self, st: dict[str, Any], x: Any) -> dict[str, Any]:
+        la, lo = self._bets(st)
+        g = x - self.alpha
+        wa, wo = st["w"] * (1.0 + la * g), (1.0 - st["w"]) * (1.0 + lo * g)
+        out = {"w": wa / (wa + wo)}
+        for prefix, part in self.parts:
+            out.update({prefix + k: v for k, v in part.learn(self._sub(st, prefix), x).items()})
+        return out
+
+
+STRATEGIES = {"mixture": Mixture, "agrapa": AGrapa, "ons": ONS}
 
 #: candidate upper bounds m: 0.001 steps below 10 %, 0.01 steps above
 GRID = np.round(np.concatenate([np.arange(0, 100) / 1000, np.arange(10, 100) / 100]), 6)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BINS", "bin_of", "to_bins", "uniform", "uniforms", "pvalue", "Fenwick", "sequential_pvalues", "Jumper"]
+__all__ = ["BINS", "Fenwick", "Jumper", "bin_of", "pvalue", "sequential_pvalues", "to_bins", "uniform", "uniforms"]
 
 #: confidences are binned on a fixed grid of the logit (a function of the confidence alone,
 #: so exchangeability is untouched; ties are broken at random): 2048 bins over logit ±14,

@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{_fmt(r['p90']):>6}   early {r['before_shift']:.3f}   detected {r['detected']:.2f}"
               f"   oracle {r['oracle']}")
 
-    dr = drift_rows(rng, 200 if args.quick else 500, 100 if args.quick else 300)
+    dr = drift_rows(rng, 200 if args.quick else 1500, 100 if args.quick else 300)
     print(f"\n(d) Drift warning, δ = {DELTA}: confidences of a student, 2,000 calibration rows, "
           "4,000 live requests, shift at request 1,000 (none: share that ever warns)")
     for r in dr:

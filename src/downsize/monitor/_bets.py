@@ -108,6 +108,7 @@ class Mixture:
         self.alpha = alpha
         self.half_life = half_life
         self.parts = (("agrapa.", AGrapa(alpha, half_life)), ("ons.", ONS(alpha, half_life)))
+        self._keys = {prefix: [(prefix + k, k) for k in part.init()] for prefix, part in self.parts}
 
     def init(self, shape: tuple[int, ...] = ()) -> dict[str, Any]:
         st = {"w": np.full(shape, 0.5)}
@@ -116,7 +117,7 @@ class Mixture:
         return st
 
     def _sub(self, st: dict[str, Any], prefix: str) -> dict[str, Any]:
-        return {k[len(prefix):]: v for k, v in st.items() if k.startswith(prefix)}
+        return {short: st[full] for full, short in self._keys[prefix]}
 
     def _bets(self, st: dict[str, Any]) -> tuple[Any, Any]:
         (pa, a), (po, o) = self.parts

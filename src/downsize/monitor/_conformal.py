@@ -5,6 +5,7 @@ that ``benchmarks/bench_monitor.py`` simulates through the same code.
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -13,28 +14,32 @@ import numpy as np
 __all__ = ["BINS", "Fenwick", "Jumper", "bin_of", "pvalue", "sequential_pvalues", "to_bins", "uniform", "uniforms"]
 
 #: confidences are binned on a fixed grid of the logit (a function of the confidence alone,
-#: so exchangeability is untouched; ties are broken at random): 2048 bins over logit ±14,
-#: i.e. steps of 0.003 in confidence near 0.5 and 1e-4 near 0.99
+#: so exchangeability is untouched; ties are broken at random): 2048 bins over logit ±14
+#: (the end bins take everything beyond), i.e. steps of 0.003 in confidence near 0.5 and
+#: 1e-4 near 0.99
 BINS = 2048
 _Z = 14.0
 _M64 = (1 << 64) - 1
 
 
+#: interior bin edges in confidence space: logistic of the logit grid, rounded to 12
+#: significant digits so that they are the same decimal literals on every platform
+EDGES = tuple(float(f"{1.0 / (1.0 + math.exp(_Z - i * 2 * _Z / BINS)):.12g}") for i in range(1, BINS))
+_EDGES = np.array(EDGES)
+
+
 def bin_of(conf: float) -> int:
     """Bin index in ``0..BINS-1`` of one confidence in [0, 1] (validated by the caller).
 
-    Plain ``math`` on purpose: the incremental and the batch paths must put every confidence
-    in the same bin, bit for bit, and numpy's vectorised ``log`` may differ in the last ulp.
+    Comparisons with fixed edges only, so the incremental and the batch paths (and any
+    machine) put every confidence in the same bin, bit for bit.
     """
-    c = min(max(conf, 1e-12), 1.0 - 1e-12)
-    z = min(max(math.log(c) - math.log1p(-c), -_Z), _Z)
-    return min(int((z + _Z) * (BINS / (2 * _Z))), BINS - 1)
+    return bisect.bisect_right(EDGES, conf)
 
 
 def to_bins(conf: Any) -> np.ndarray:
     """:func:`bin_of` of every confidence of an array (any shape)."""
-    c = np.asarray(conf, dtype=float)
-    return np.fromiter((bin_of(x) for x in c.ravel().tolist()), np.int64, c.size).reshape(c.shape)
+    return np.searchsorted(_EDGES, np.asarray(conf, dtype=float), side="right").astype(np.int64)
 
 
 def uniforms(seed: Any, t: Any) -> np.ndarray:

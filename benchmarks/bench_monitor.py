@@ -185,6 +185,20 @@ DRIFTS = {"none": (0.0, 0.0), "harder: logit mean −0.6": (-0.6, 0.0),
           "easier: logit mean +0.5": (0.5, 0.0)}
 
 
+def simple_jumper(P: np.ndarray, jump: float = 0.01) -> np.ndarray:
+    """Log-martingale paths of Vovk's simple jumper with experts ε ∈ {−1, 0, 1}, as in MAPIE's
+    ``OnlineMartingaleTest.update_simple_jumper_martingale`` (default ``jump_size=0.01``)."""
+    eps = np.array([-1.0, 0.0, 1.0])
+    w, logm, out = np.full((P.shape[0], 3), 1 / 3), np.zeros(P.shape[0]), np.empty(P.shape)
+    for t in range(P.shape[1]):
+        w = ((1 - jump) * w + jump / 3) * (1 + eps * (P[:, t:t + 1] - 0.5))
+        tot = w.sum(1)
+        logm += np.log(tot)
+        w /= tot[:, None]
+        out[:, t] = logm
+    return out
+
+
 def drift_rows(rng: np.random.Generator, S_null: int, S_shift: int) -> list[dict]:
     rows = []
     thr = math.log(1 / DELTA)
@@ -204,14 +218,20 @@ def drift_rows(rng: np.random.Generator, S_null: int, S_shift: int) -> list[dict
         equal = np.take_along_axis(counts, lb, 1)
         p_fix = (below + uniforms(seeds, np.arange(T)) * (equal + 1.0)) / (n_ref + 1.0)
         for variant, P in (("conformal martingale (default)", p_seq),
-                           ("fixed reference (shortcut)", p_fix)):
+                           ("fixed reference (shortcut)", p_fix),
+                           ("jumper ε∈{−1,0,1} only (MAPIE's)", p_seq)):
             if variant.startswith("fixed") and not name.startswith("none"):
                 continue
-            jumper = Jumper()
-            st, hit = jumper.init((S,)), np.full(S, -1)
-            for t in range(T):
-                st = jumper.step(st, P[:, t])
-                hit[(hit < 0) & (st["logm"] >= thr)] = t + 1
+            if variant.startswith("jumper"):
+                if name.startswith("none, long"):
+                    continue
+                hit = first_hit(simple_jumper(P) >= thr)
+            else:
+                jumper = Jumper()
+                st, hit = jumper.init((S,)), np.full(S, -1)
+                for t in range(T):
+                    st = jumper.step(st, P[:, t])
+                    hit[(hit < 0) & (st["logm"] >= thr)] = t + 1
             k = int((hit > 0).sum())
             delay = np.where(hit > at, hit - at, np.inf)
             rows.append({"traffic": name, "variant": variant, "seeds": S, "reference": n_ref,
@@ -290,10 +310,10 @@ def main(argv: list[str] | None = None) -> int:
           "4,000 live requests, shift at request 1,000 (none: share that ever warns)")
     for r in dr:
         if r["shift_at"] is None:
-            print(f"  {r['traffic']:26s} {r['variant']:32s} ref {r['reference']:>5} live "
+            print(f"  {r['traffic']:26s} {r['variant']:34s} ref {r['reference']:>5} live "
                   f"{r['live']:>6}: warns {r['before_shift']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
         else:
-            print(f"  {r['traffic']:26s} {r['variant']:32s} {_fmt(r['median']):>6} / "
+            print(f"  {r['traffic']:26s} {r['variant']:34s} {_fmt(r['median']):>6} / "
                   f"{_fmt(r['p90']):>6} requests   early {r['before_shift']:.3f}   "
                   f"detected {r['detected']:.2f}")
 

@@ -16,8 +16,9 @@ histogram of past p-values for changes of shape) is a test martingale, and warni
 Why the reference grows: ranking each live point among the *fixed* calibration scores only
 (the tempting shortcut) gives p-values that are uniform on average over calibration sets but
 not independent given one, so over a long life a powerful bettor finds the calibration
-set's own sampling error and warns on unshifted traffic (``bench_monitor.py`` prints that
-"fixed reference" false-warning rate beside this one). Keeping the live points costs nothing:
+set's own sampling error and warns on unshifted traffic: in ``bench_monitor.py`` the shortcut
+warns on 20 % of unshifted streams of 4,000 requests against 2,000 calibration rows, and on
+99 % of 10,000 against 300; the growing reference on 4.5 % and 4.1 %. Keeping the live points costs nothing:
 confidences are counted in 2,048 fixed bins of the logit (``_conformal.BINS``), with a
 Fenwick tree for ranks — O(log 2048) per request, fixed memory, ties broken by
 counter-based pseudo-random uniforms so a monitor rebuilt from the store is identical.
@@ -40,7 +41,10 @@ labelled ``(X, y)`` to make its conformity scores (we have no labels here: the p
 need no teacher), keeps every score and p-value in Python lists, computes each p-value
 by a scan of all past scores (O(n) per request), draws its tie-breakers from a
 ``numpy.random.Generator`` (no JSON state, not rebuildable from the store), and warns through
-``warnings.warn``. The p-value formula and the jumper are a few lines; we write them here.
+``warnings.warn``. Its three linear experts alone are also weaker: in ``bench_monitor.py``
+they detect a 10 % share of hard traffic in 23 % of streams within 3,000 requests (the
+histogram expert here: 93 %, median 923 requests) and are 15–25 % slower on mean shifts.
+The p-value formula and the jumper are a few lines; we write them here.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ Errors are mapped to HTTP status codes or CLI exit codes only at the edges
     ├── StudentError                a student cannot be trained, saved or loaded
     │   ├── NotFittedError          predict before fit
     │   └── CorruptArtifactError    a student file whose checksum does not match
-    └── CalibrationError            calibration impossible or not done
-        └── NotCalibratedError      the task has no calibrated threshold yet
+    ├── CalibrationError            calibration impossible or not done
+    │   └── NotCalibratedError      the task has no calibrated threshold yet
+    └── MonitorError                a live monitor got a bad loss/confidence or a corrupt saved state
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "CorruptArtifactError",
     "CalibrationError",
     "NotCalibratedError",
+    "MonitorError",
 ]
 
 
@@ -110,3 +112,8 @@ class CalibrationError(DownsizeError):
 
 class NotCalibratedError(CalibrationError):
     """The task has no calibrated threshold yet: run ``downsize calibrate`` first."""
+
+
+class MonitorError(DownsizeError, ValueError):
+    """A live risk / drift monitor was given an invalid parameter, loss or confidence, or a
+    saved state that does not describe a monitor; the message names the field and the value."""

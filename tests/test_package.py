@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"teacher"},
     {"data"},
     {"students"},
-    {"calibration"},
+    {"calibration", "monitor"},
     {"training"},
     {"cascade"},
     {"audit"},

@@ -2,7 +2,7 @@
 
 The public API, in the order data flows through it::
 
-    config → teacher → data → students → calibration → cascade → audit → report
+    config (task kinds) → teacher → data → students → calibration → cascade → audit → report
 
 Importing ``downsize`` has no side effects: no clients, engines, models or network, and no
 web framework (the replay teacher and the gateway live in ``downsize.replay`` and ``downsize.server``).
@@ -11,8 +11,8 @@ web framework (the replay teacher and the gateway live in ``downsize.replay`` an
 from __future__ import annotations
 
 from .calibration import ThresholdCalibrator, clopper_pearson
-from .cascade import Cascade, Decision
-from .config import Config, TaskConfig, TeacherConfig, load_config, write_template
+from .cascade import AnsweredBy, Cascade, Decision, Policy
+from .config import ClassifyTask, Config, TaskConfig, TeacherConfig, load_config, write_template
 from .data import TextData, read_texts
 from .errors import (
     BudgetExceeded,
@@ -37,11 +37,13 @@ from ._version import __version__ as __version__
 from .teacher import AsyncTeacher, Budget, RetryPolicy
 
 __all__ = [
+    "AnsweredBy",
     "AsyncTeacher",
     "Budget",
     "BudgetExceeded",
     "CalibrationError",
     "Cascade",
+    "ClassifyTask",
     "Config",
     "ConfigError",
     "CorruptArtifactError",
@@ -51,6 +53,7 @@ __all__ = [
     "MiniLMStudent",
     "NotCalibratedError",
     "NotFittedError",
+    "Policy",
     "PredictSummary",
     "Project",
     "RetryPolicy",

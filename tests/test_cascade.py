@@ -146,14 +146,14 @@ def test_classify_kind_contract() -> None:
     with pytest.raises(AnswerError):
         TASK.decode("sports")
     assert TASK.normalise({"label": "billing"}) == "billing"
-    assert TASK.loss("billing", "billing") == 0.0 and TASK.loss("billing", "technical") == 1.0
+    assert TASK.disagreement("billing", "billing") == 0.0 and TASK.disagreement("billing", "technical") == 1.0
     assert TASK.render("billing", json_mode=False) == "billing"
     assert TASK.render("billing") == '{"label":"billing"}'
     assert TASK.answer_schema()["properties"]["label"]["enum"] == ["billing", "technical"]
     assert "billing: money" in TASK.prompt()
     answers, conf = TASK.score(_CountingStudent(), ["invoice", "x"])
     assert answers == ["billing", "billing"] and np.allclose(conf, [0.95, 0.55])
-    assert TASK.losses(["billing", "technical"], ["billing", "billing"]).tolist() == [0.0, 1.0]
+    assert TASK.disagreements(["billing", "technical"], ["billing", "billing"]).tolist() == [0.0, 1.0]
     m = TASK.metrics(["billing", None], ["billing", "technical"])
     assert m["accuracy"] == 0.5
 

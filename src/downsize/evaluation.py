@@ -128,7 +128,7 @@ def evaluate_file(project: Project, task: str, path: str | os.PathLike[str], *, 
         cascade_m["share_local"] = len(local) / len(texts) if texts else 0.0
         known = [i for i in local if t_answers[i] is not None]
         cascade_m["student_agreement_with_teacher_on_local"] = (
-            float(np.mean(t.losses([s_answers[i] for i in known], [t_answers[i].answer for i in known]) == 0))
+            float(np.mean(t.disagreements([s_answers[i] for i in known], [t_answers[i].answer for i in known]) == 0))
             if known else float("nan"))
     curve = []
     # thresholds at 5 % steps of coverage, each an observed confidence (the first answers everything)
@@ -136,10 +136,10 @@ def evaluate_file(project: Project, task: str, path: str | os.PathLike[str], *, 
     for thr in grid:
         ans = np.flatnonzero(conf >= thr)
         row = {"threshold": float(thr), "coverage": float(len(ans) / len(conf)),
-               "student_accuracy_answered": float(1 - t.losses([s_answers[i] for i in ans], [gold[i] for i in ans]).mean())
+               "student_accuracy_answered": float(1 - t.disagreements([s_answers[i] for i in ans], [gold[i] for i in ans]).mean())
                if len(ans) else float("nan")}
         if use_teacher:
-            row["cascade_accuracy"] = float(1 - t.losses(cascade_at(Policy(threshold=float(thr))), gold).mean())
+            row["cascade_accuracy"] = float(1 - t.disagreements(cascade_at(Policy(threshold=float(thr))), gold).mean())
         curve.append(row)
 
     res = EvalResult(

@@ -253,7 +253,7 @@ class Project:
             latency_p50_ms=percentile([d.latency_ms for d in decisions], 50),
             latency_p95_ms=percentile([d.latency_ms for d in decisions], 95),
             teacher_only_latency_p50_ms=percentile(lat_t, 50), teacher_only_latency_p95_ms=percentile(lat_t, 95),
-            escalated_agreement=(sum(t.loss(d.student_answer, d.teacher_answer) == 0 for d in esc) / len(esc))
+            escalated_agreement=(sum(t.disagreement(d.student_answer, d.teacher_answer) == 0 for d in esc) / len(esc))
             if esc else None,
             threshold=cas.threshold, student_version=sv.version if sv else 0,
             output=str(output) if output is not None else None, skipped=skipped,

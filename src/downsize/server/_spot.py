@@ -140,7 +140,7 @@ class SpotChecker:
             log.info("spot check of %s (task %s): the teacher failed: %s", request_id, task, self.redact(str(exc)))
         except Exception as exc:  # a spot check must never take anything down
             log.error("spot check of %s (task %s) failed: %s", request_id, task, self.redact(repr(exc)))
-        loss = None if teacher_answer is None else task_cfg.loss(answer, teacher_answer)
+        loss = None if teacher_answer is None else task_cfg.disagreement(answer, teacher_answer)
         self.writer.submit_spot_check(SpotCheckRecord(
             request_id=request_id, task=task, student_version_id=student_version_id,
             student_label=task_cfg.encode(answer),

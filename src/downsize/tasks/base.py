@@ -17,7 +17,7 @@ teacher's answer   :meth:`~TaskConfig.prompt` (system message), :meth:`~TaskConf
 answer type        :meth:`~TaskConfig.normalise` (any JSON-like value → the canonical answer,
                    the same rule for teacher, student, file and reviewer answers),
                    :meth:`~TaskConfig.encode` / :meth:`~TaskConfig.decode` (the store's text form)
-loss               :meth:`~TaskConfig.loss`: disagreement of an answer with a reference, in [0, 1];
+loss               :meth:`~TaskConfig.disagreement`: the loss of an answer with a reference, in [0, 1];
                    the calibration bounds its mean over answered requests; :meth:`~TaskConfig.metrics`
                    (quality against gold, for ``downsize eval``)
 rendering          :meth:`~TaskConfig.to_json` (the answer object) and :meth:`~TaskConfig.render`
@@ -101,8 +101,9 @@ class TaskConfig(BaseModel):
         """JSON schema (an object) of one answer, sent to the teacher as structured output."""
 
     @abstractmethod
-    def parse(self, raw: str) -> Any:
-        """A teacher's raw completion → the normalised answer.
+    def parse(self, raw: str, text: str | None = None) -> Any:
+        """A teacher's raw completion for ``text`` → the normalised answer (kinds whose answers are
+        spans of the text check them against it).
 
         Raises
         ------
@@ -117,9 +118,10 @@ class TaskConfig(BaseModel):
 
     # -- the answer type --------------------------------------------------------------------
     @abstractmethod
-    def normalise(self, value: Any) -> Any:
+    def normalise(self, value: Any, text: str | None = None) -> Any:
         """Any JSON-like form of an answer (the schema's object, or a bare value) → the canonical
-        answer, by one rule for every source; :class:`AnswerError` if it does not fit the task."""
+        answer, by one rule for every source (teacher, student, file, reviewer);
+        :class:`AnswerError` if it does not fit the task (or, given ``text``, is not in it)."""
 
     @abstractmethod
     def encode(self, answer: Any) -> str:
@@ -140,12 +142,12 @@ class TaskConfig(BaseModel):
 
     # -- the loss ---------------------------------------------------------------------------
     @abstractmethod
-    def loss(self, answer: Any, reference: Any) -> float:
+    def disagreement(self, answer: Any, reference: Any) -> float:
         """Disagreement of ``answer`` with ``reference``, in [0, 1] (0: they agree)."""
 
-    def losses(self, answers: Sequence[Any], references: Sequence[Any]) -> np.ndarray:
-        """:meth:`loss` of each pair, as a float array."""
-        return np.fromiter((self.loss(a, r) for a, r in zip(answers, references, strict=True)), float,
+    def disagreements(self, answers: Sequence[Any], references: Sequence[Any]) -> np.ndarray:
+        """:meth:`disagreement` of each pair, as a float array."""
+        return np.fromiter((self.disagreement(a, r) for a, r in zip(answers, references, strict=True)), float,
                            count=len(answers))
 
     @abstractmethod
@@ -156,6 +158,10 @@ class TaskConfig(BaseModel):
     @abstractmethod
     def targets(self, answers: Sequence[Any]) -> Any:
         """What a student's ``fit`` takes as ``y`` for these answers."""
+
+    def student_params(self, family: str) -> dict[str, Any]:
+        """Parameters of a ``family`` student that come from the task (e.g. its labels or fields)."""
+        return {}
 
     def strata(self, answers: Sequence[Any]) -> list[Any] | None:
         """Groups to keep in proportion when the labelled rows are split (None: a plain random split)."""

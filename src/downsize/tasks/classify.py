@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from ..errors import AnswerError, StudentError
+from ._json import match_name as _match
+from ._json import norm_name as _norm  # noqa: F401  (tests compare with it)
 from .base import Scores, TaskConfig, dumps_answer
 
 __all__ = ["ClassifyTask", "parse_label"]
@@ -55,7 +57,7 @@ class ClassifyTask(TaskConfig):
             "additionalProperties": False,
         }
 
-    def parse(self, raw: str) -> str:
+    def parse(self, raw: str, text: str | None = None) -> str:
         label = parse_label(raw, list(self.labels))
         if label is None:
             shown = raw if len(raw) <= 120 else raw[:117] + "..."
@@ -67,7 +69,7 @@ class ClassifyTask(TaskConfig):
                 + "). Answer again with exactly one of them and nothing else.")
 
     # -- the answer type --------------------------------------------------------------------
-    def normalise(self, value: Any) -> str:
+    def normalise(self, value: Any, text: str | None = None) -> str:
         if isinstance(value, dict) and set(value) == {"label"}:
             value = value["label"]
         if isinstance(value, str) and value in self.labels:
@@ -86,7 +88,7 @@ class ClassifyTask(TaskConfig):
     def render(self, answer: str, *, json_mode: bool = True) -> str:
         return dumps_answer(self.to_json(answer)) if json_mode else answer
 
-    def loss(self, answer: str, reference: str) -> float:
+    def disagreement(self, answer: str, reference: str) -> float:
         return 0.0 if answer == reference else 1.0
 
     def metrics(self, answers: Sequence[str | None], gold: Sequence[str]) -> dict[str, float]:
@@ -99,6 +101,11 @@ class ClassifyTask(TaskConfig):
     # -- students ---------------------------------------------------------------------------
     def targets(self, answers: Sequence[str]) -> list[str]:
         return list(answers)
+
+    def student_params(self, family: str) -> dict[str, Any]:
+        # label counts are checked on the whole labelled set (min_examples_per_label); the
+        # train/calibration split may leave fewer, so the student itself only insists on 2
+        return {"min_examples_per_label": 2}
 
     def strata(self, answers: Sequence[str]) -> list[str]:
         return list(answers)
@@ -141,18 +148,6 @@ _PREFIX = re.compile(
     re.I | re.S,
 )
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
-
-
-def _norm(s: str) -> str:
-    """Compare labels ignoring case, whitespace and punctuation."""
-    key = re.sub(r"[\W_]+", "", s.casefold())
-    return key or " ".join(s.casefold().split())
-
-
-def _match(candidate: str, labels: Sequence[str]) -> str | None:
-    key = _norm(candidate)
-    hits = [lab for lab in labels if _norm(lab) == key]
-    return hits[0] if len(hits) == 1 else None
 
 
 def parse_label(raw: str, labels: Sequence[str]) -> str | None:

@@ -52,15 +52,15 @@ class Outcome:
     latency_ms: float = 0.0  # the teacher's time for a fresh call (no queueing); 0 from the cache
 
 
-def parse_answer(task: TaskConfig, raw: str) -> tuple[Any, str | None]:
-    """(answer, None) or (None, why it is not one)."""
+def parse_answer(task: TaskConfig, raw: str, text: str) -> tuple[Any, str | None]:
+    """(answer, None) or (None, why it is not one) for the teacher's ``raw`` completion about ``text``."""
     try:
-        return task.parse(raw), None
+        return task.parse(raw, text), None
     except AnswerError as exc:
         return None, str(exc)
 
 
-def from_cache(row: TeacherCall, task: TaskConfig, http_requests: int) -> Outcome:
+def from_cache(row: TeacherCall, task: TaskConfig, text: str, http_requests: int) -> Outcome:
     """The outcome of a call recorded earlier: its answer decoded by the task (free now)."""
     raw = row.raw_response or ""
     answer, error = None, row.error
@@ -70,6 +70,6 @@ def from_cache(row: TeacherCall, task: TaskConfig, http_requests: int) -> Outcom
         except AnswerError as exc:  # recorded under another version of the task's answer set
             error = str(exc)
     if answer is None and error is None:
-        error = parse_answer(task, raw)[1]
+        error = parse_answer(task, raw, text)[1]
     return Outcome(answer, raw, error, row, row.input_tokens, row.output_tokens, 0.0, http_requests == 0,
                    http_requests)

@@ -321,14 +321,14 @@ class AsyncTeacher:
         self._check_open()
         start = time.perf_counter()
         messages = build_messages(task, text)
-        first = await self._answer_call(messages, task, task_name, budget)
+        first = await self._answer_call(messages, text, task, task_name, budget)
         outcomes = [first]
         if first.answer is None:
             repair = messages + [
                 {"role": "assistant", "content": first.raw[:2000]},
                 {"role": "user", "content": task.repair_message(AnswerError(first.error or "not a valid answer"))},
             ]
-            outcomes.append(await self._answer_call(repair, task, task_name, budget))
+            outcomes.append(await self._answer_call(repair, text, task, task_name, budget))
         last = outcomes[-1]
         return TeacherAnswer(
             answer=last.answer,
@@ -350,7 +350,7 @@ class AsyncTeacher:
             cache_hits=sum(o.cached for o in outcomes),
         )
 
-    async def _answer_call(self, messages: list[dict[str, Any]], task: TaskConfig, task_name: str,
+    async def _answer_call(self, messages: list[dict[str, Any]], text: str, task: TaskConfig, task_name: str,
                            budget: Budget | None) -> Outcome:
         rejected = 0  # HTTP requests answered "response_format not supported"
         while True:
@@ -359,7 +359,7 @@ class AsyncTeacher:
             key = self.request_hash(messages, rf, self.max_tokens)
             row = await self.cache.get(key)
             if row is not None:
-                return from_cache(row, task, rejected)
+                return from_cache(row, task, text, rejected)
             reservation = budget.reserve(self.worst_case_cost(messages)) if budget is not None else None
             try:
                 result = await self.chat(messages, response_format=rf, max_tokens=self.max_tokens)
@@ -374,7 +374,7 @@ class AsyncTeacher:
                 raise
             cost = self.cost(result.input_tokens, result.output_tokens)
             _settle(budget, reservation, cost)
-            answer, error = parse_answer(task, result.content)
+            answer, error = parse_answer(task, result.content, text)
             row = await self.cache.record(TeacherCall(
                 request_hash=key, base_url=self.base_url, model=self.model, task=task_name, prompt=messages,
                 schema_json=rf, raw_response=result.content,

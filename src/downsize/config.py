@@ -224,7 +224,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
 
 
-TEMPLATE = """\
+_HEADER = """\
 # downsize.yaml: what downsize distils, from which teacher, and how safely.
 # Relative paths are relative to this file.
 
@@ -245,6 +245,10 @@ teachers:
     timeout_s: 30
     max_retries: 4                   # on 429, 5xx and timeouts, with backoff and jitter
 
+"""
+
+_TASKS = {
+    "classify": """\
 tasks:
   tickets:
     kind: classify
@@ -263,16 +267,67 @@ tasks:
     spot_check_rate: 0.02            # share of student answers re-checked by the teacher
     log_text: true                   # false keeps only a hash of each request's text
 
+""",
+    "multilabel": """\
+tasks:
+  packages:
+    kind: multilabel
+    teacher: default
+    instructions: Tag the software package with every area its description touches.
+    labels:
+      network::server: runs a network service
+      devel::library: a library for developers
+      use::organizing: helps organise information
+    max_labels: 5                    # at most this many labels per text
+    loss: exact                      # exact: any label differs | f1: 1 - F1 of the label set
+    text_field: text
+    alpha: 0.10                      # answered records may differ from the teacher on at most 10 %...
+    delta: 0.05                      # ...(mean loss), with 95 % confidence
+    student: auto                    # auto | tfidf | minilm (one-vs-rest heads)
+    mode: cascade
+    spot_check_rate: 0.02
+    log_text: true
+
+""",
+    "extract": """\
+tasks:
+  addresses:
+    kind: extract
+    teacher: default
+    instructions: Pull the parts of the postal address out of the text.
+    fields:                          # or `entities:` (type -> description) for a list of mentions
+      AddressNumber: {description: the house number, type: string}
+      StreetName: the street's name
+      ZipCode: {type: string, pattern: "\\\\d{5}(-\\\\d{4})?"}
+      # Amount: {type: number}  |  Due: {type: date}  |  Unit: {type: enum, values: [kg, lb]}
+      #   (add `required: true` to reject an answer without the field)
+    loss: exact                      # exact: any field differs | f1: 1 - F1 of the (field, value) pairs
+    text_field: text
+    alpha: 0.05
+    delta: 0.05
+    student: auto                    # auto | crf (a linear-chain CRF tagger)
+    mode: cascade
+    spot_check_rate: 0.02
+    log_text: true
+
+""",
+}
+
+_FOOTER = """\
 server:
   default_teacher: default           # where unknown models are passed through
   rate_limit_per_minute: 6000        # per API key
 """
 
+TEMPLATE = _HEADER + _TASKS["classify"] + _FOOTER
 
-def write_template(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write the commented template; refuses to overwrite an existing file."""
+
+def write_template(path: str | os.PathLike[str], *, kind: str = "classify", overwrite: bool = False) -> Path:
+    """Write the commented template for a task of ``kind``; refuses to overwrite an existing file."""
     path = Path(path)
+    if kind not in _TASKS:
+        raise ConfigError(f"no template for kind {kind!r}; kinds: {', '.join(_TASKS)}")
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} already exists; not overwriting it")
-    path.write_text(TEMPLATE, encoding="utf-8")
+    path.write_text(_HEADER + _TASKS[kind] + _FOOTER, encoding="utf-8")
     return path

@@ -225,7 +225,7 @@ class Project:
                                                    progress=progress)
         if output is not None:
             write_rows(output, [
-                {"row": r, "text": x, t.answer_key: t.render(d.answer, json_mode=False),
+                {"row": r, "text": x, t.answer_key: t.answer_value(d.answer),
                  "confidence": None if d.confidence is None else round(d.confidence, 6),
                  "answered_by": d.answered_by.value, "latency_ms": round(d.latency_ms, 3),
                  "cost_usd": d.teacher_cost_usd, "reason": d.reason}

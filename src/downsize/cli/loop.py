@@ -14,11 +14,14 @@ from ._common import ConfigOpt, _errors, _fmt, _project, app, console, err_conso
 
 @app.command()
 @_errors
-def init(path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path("downsize.yaml")) -> None:
-    """Write a commented downsize.yaml template."""
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the config.")] = Path("downsize.yaml"),
+    kind: Annotated[str, typer.Option(help="The task's kind: classify | multilabel | extract.")] = "classify",
+) -> None:
+    """Write a commented downsize.yaml template (one task of the given kind)."""
     from ..config import write_template
 
-    write_template(path)
+    write_template(path, kind=kind)
     console.print(f"wrote {path}: edit the teacher and the task, then run [bold]downsize label[/]")
 
 

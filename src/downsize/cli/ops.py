@@ -15,14 +15,18 @@ from ._common import ConfigOpt, _errors, _fmt, _project, _store, app, console, e
 @teacher_app.command("replay")
 @_errors
 def teacher_replay(
-    data: Annotated[Path, typer.Argument(help="File with recorded answers (text + label columns).")],
+    data: Annotated[Path, typer.Argument(help="File with recorded answers (a text and an answer column).")],
     text_col: Annotated[str, typer.Option()] = "text",
-    label_col: Annotated[str, typer.Option()] = "label",
+    label_col: Annotated[str, typer.Option(
+        "--answer-col", "--label-col",
+        help="The recorded answers: a label, or (JSONL) labels / fields / entities.")] = "label",
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8001,
     latency_ms: Annotated[float, typer.Option(help="Delay before each answer.")] = 0.0,
     error_rate: Annotated[float, typer.Option(help="Fraction of requests answered with HTTP 500.")] = 0.0,
-    noise: Annotated[float, typer.Option(help="Fraction of texts answered with a wrong label (seeded).")] = 0.0,
+    noise: Annotated[float, typer.Option(
+        help="Fraction of texts answered wrongly (seeded): another label; a label, field or mention dropped "
+             "or altered.")] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Serve recorded answers over the OpenAI protocol: a teacher for distilling from logs or labels."""

@@ -35,7 +35,8 @@ class TextData:
         Where each text is in the file: the line it starts on (CSV: the header is line 1;
         JSONL: its line), or its 1-based row index (Parquet).
     labels : list of str or None
-        The label column, when one was asked for.
+        The label (answer) column, when one was asked for: a label, or the JSON text of a
+        structured answer (a JSONL or Parquet list or object; an empty list is an answer too).
     skipped : list of (row, reason)
         Rows that were not used, and why.
     """
@@ -187,17 +188,21 @@ def read_texts(
             continue
         if label_col:
             lab = rec.get(label_col)
-            if lab is None or not str(lab).strip():
+            if isinstance(lab, (list, dict)):  # a structured answer (JSONL, Parquet): its JSON text
+                data.labels.append(json.dumps(lab, ensure_ascii=False, sort_keys=True))  # type: ignore[union-attr]
+            elif lab is None or not str(lab).strip():
                 data.skipped.append((row, f"empty {label_col!r}"))
                 continue
-            data.labels.append(str(lab).strip())  # type: ignore[union-attr]
+            else:
+                data.labels.append(str(lab).strip())  # type: ignore[union-attr]
         data.texts.append(str(text))
         data.rows.append(row)
     return data
 
 
 def write_rows(path: str | os.PathLike[str], rows: list[dict[str, object]]) -> Path:
-    """Write records as CSV or JSONL (by suffix); used by ``predict -o`` and ``log export``."""
+    """Write records as CSV or JSONL (by suffix); used by ``predict -o`` and ``log export``. In CSV a
+    list or object value is written as its JSON text."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     kind = (_suffixes(path) or [".csv"])[-1]
@@ -210,7 +215,9 @@ def write_rows(path: str | os.PathLike[str], rows: list[dict[str, object]]) -> P
             cols = list(dict.fromkeys(k for r in rows for k in r))
             w = csv.DictWriter(fh, fieldnames=cols, delimiter="\t" if kind == ".tsv" else ",")
             w.writeheader()
-            w.writerows(rows)
+            for r in rows:  # a structured value (a list, an object) becomes a cell holding its JSON
+                w.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                            for k, v in r.items()})
         else:
             raise DataError(f"{path}: unknown output type {kind}; use .csv, .tsv or .jsonl")
     return path

@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from ..data import read_texts
+from .answers import content_for, noisy, vocabulary
 from ..teacher.prompt import content_text
 
 __all__ = ["create_replay_app", "load_records"]
@@ -68,19 +69,20 @@ def create_replay_app(
     seed: int = 0,
     labels: Sequence[str] | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving ``records`` (text → label) over ``POST /v1/chat/completions``.
+    """A FastAPI app serving ``records`` (text → recorded answer) over ``POST /v1/chat/completions``.
 
     Parameters
     ----------
     records : mapping of str to str
-        The recorded answers.
+        The recorded answers: labels, or the JSON of structured answers (see :mod:`.answers`).
     latency_ms : float
         Sleep before each answer.
     error_rate : float
         Share of requests answered with HTTP 500 (drawn from ``random.Random(seed)``).
     noise : float
-        Share of texts that get a wrong label (another label of the set), chosen by a
-        hash of ``seed`` and the text, so a text is always answered the same way.
+        Share of texts that get a wrong answer (:func:`.answers.noisy`: another label, a label
+        dropped or added, a field dropped or altered, a mention dropped), chosen by a hash of
+        ``seed`` and the text, so a text is always answered the same way.
     seed : int
     labels : sequence of str, optional
         The label set for noise; defaults to the labels in ``records``.
@@ -98,20 +100,19 @@ def create_replay_app(
     if latency_ms < 0:
         raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
     records = dict(records)
-    label_set = sorted(set(labels) if labels is not None else set(records.values()))
+    vocab = sorted(set(labels)) if labels is not None else vocabulary(list(records.values()))
     rng = random.Random(seed)
     ids = itertools.count(1)
     stats: dict[str, Any] = {"requests": 0, "by_status": {}, "abandoned": 0, "in_flight": 0}
     started: dict[int, float] = {}  # request number -> when it arrived (monotonic)
 
     def answer_for(text: str) -> str:
-        label = records[text]
-        if noise > 0 and len(label_set) > 1:
+        answer = records[text]
+        if noise > 0:
             digest = hashlib.sha256(f"{seed}\x00{text}".encode()).digest()
             if int.from_bytes(digest[:8], "big") / 2**64 < noise:
-                others = [x for x in label_set if x != label]
-                label = others[int.from_bytes(digest[8:16], "big") % len(others)]
-        return label
+                answer = noisy(answer, text, random.Random(digest[8:16]), vocab)
+        return answer
 
     app = FastAPI(title="downsize replay teacher", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.stats = stats
@@ -155,7 +156,7 @@ def create_replay_app(
         label = answer_for(text)
         fmt = payload.get("response_format")
         structured = isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
-        content = json.dumps({"label": label}) if structured else label
+        content = content_for(label, json_mode=structured)
         prompt_tokens, completion_tokens = _tokens(chars), _tokens(len(content))
         body = {
             "id": f"chatcmpl-replay-{n}",

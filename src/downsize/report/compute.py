@@ -20,6 +20,7 @@ from .stats import (
     _ESCALATED,
     _LOCAL,
     _TEACHER_PATH,
+    Pieces,
     _confusion,
     _dist,
     _iso,
@@ -99,6 +100,7 @@ def _task_report(
     last: datetime | None,
 ) -> dict[str, Any]:
     tcfg = config.tasks.get(name)
+    pieces = Pieces(tcfg)
     by = Counter(r.answered_by for r in rows)
     n = len(rows)
     answered = sum(by[k] for k in _ANSWERED)
@@ -124,7 +126,7 @@ def _task_report(
         "task": name,
         "in_config": tcfg is not None,
         "mode": mode,
-        "labels": list(tcfg.labels) if tcfg else None,
+        "labels": tcfg.piece_names() if tcfg else None,
         "alpha": alpha,
         "delta": cal["delta"] if cal else (tcfg.delta if tcfg else None),
         "requests": n,
@@ -173,8 +175,8 @@ def _task_report(
         "eval": _eval(store, name),
         "timeline": _timeline(rows, spots, unit, first, last, decisions=mode != "shadow"),
         "escalation_trend": _trend(dec_rows),
-        "label_escalation": _label_escalation(dec_rows),
-        "confusion": _confusion(rows, spots, list(tcfg.labels) if tcfg else []),
+        "label_escalation": _label_escalation(dec_rows, pieces),
+        "confusion": _confusion(rows, spots, tcfg.piece_names() if tcfg else [], pieces),
         "labelled_examples": _labelled_count(store, name, rows)
         if mode == "shadow" or by["shadow"]
         else None,

@@ -16,6 +16,8 @@ import numpy as np
 
 from ..calibration import clopper_pearson
 from ..cascade import AnsweredBy
+from ..errors import AnswerError
+from ..tasks import TaskConfig
 from ..store import RequestLog, SpotCheck
 
 __all__ = ["SPOT_CHECK_CONFIDENCE"]
@@ -248,6 +250,36 @@ def _trend(rows: list[Any]) -> dict[str, Any] | None:
     }
 
 
+class Pieces:
+    """The task kind's :meth:`~downsize.tasks.TaskConfig.parts` and ``pairs`` on the log's encoded
+    answers (decoded once each). An answer the task cannot read (the task left the config, or its
+    labels changed since) is one piece, as logged."""
+
+    _RAW = object()
+
+    def __init__(self, task: TaskConfig | None) -> None:
+        self.task = task
+        self._cache: dict[str, Any] = {}
+
+    def _decode(self, text: str) -> Any:
+        if text not in self._cache:
+            try:
+                self._cache[text] = self.task.decode(text) if self.task is not None else self._RAW
+            except AnswerError:
+                self._cache[text] = self._RAW
+        return self._cache[text]
+
+    def parts(self, text: str) -> list[str]:
+        a = self._decode(text)
+        return [text] if a is self._RAW else self.task.parts(a)  # type: ignore[union-attr]
+
+    def pairs(self, student: str, teacher: str) -> list[tuple[str, str]]:
+        s, t = self._decode(student), self._decode(teacher)
+        if s is self._RAW or t is self._RAW:
+            return [(teacher, student)]
+        return self.task.pairs(s, t)  # type: ignore[union-attr]
+
+
 def _answer_label(r: Any) -> str | None:
     return (
         r.teacher_label
@@ -256,30 +288,32 @@ def _answer_label(r: Any) -> str | None:
     )
 
 
-def _label_escalation(rows: list[Any]) -> list[dict[str, Any]]:
+def _label_escalation(rows: list[Any], pieces: Pieces) -> list[dict[str, Any]]:
+    """Per label (per field, per entity type): requests whose answer has it, and how many escalated."""
     n: Counter[str] = Counter()
     e: Counter[str] = Counter()
     for r in rows:
-        if r.answered_by in _CASCADE and (lab := _answer_label(r)) is not None:
-            n[lab] += 1
-            e[lab] += r.answered_by in _ESCALATED
+        if r.answered_by in _CASCADE and (ans := _answer_label(r)) is not None:
+            for lab in pieces.parts(ans):
+                n[lab] += 1
+                e[lab] += r.answered_by in _ESCALATED
     out = [{"label": lab, "n": n[lab], "escalated": e[lab], "rate": e[lab] / n[lab]} for lab in n]
     return sorted(out, key=lambda d: (-d["rate"], -d["n"], d["label"]))
 
 
-def _confusion(rows: list[Any], spots: list[SpotCheck], order: list[str]) -> dict[str, Any]:
+def _confusion(rows: list[Any], spots: list[SpotCheck], order: list[str], pieces: Pieces) -> dict[str, Any]:
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
     n_log = 0
     for r in rows:
         if r.student_label is not None and r.teacher_label is not None:
-            pairs.append((r.teacher_label, r.student_label))
+            pairs += pieces.pairs(r.student_label, r.teacher_label)
             seen.add(r.request_id)
             n_log += 1
     n_spot = 0
     for sc in spots:
         if sc.teacher_label is not None and sc.request_id not in seen:
-            pairs.append((sc.teacher_label, sc.student_label))
+            pairs += pieces.pairs(sc.student_label, sc.teacher_label)
             n_spot += 1
     labels = [lab for lab in order if any(lab in p for p in pairs)]
     labels += sorted({lab for p in pairs for lab in p} - set(labels))

@@ -121,7 +121,10 @@ class PredictRequest(BaseModel):
 
 
 class PredictResult(BaseModel):
-    label: str | None
+    """One input's answer, under the task's answer key (``label``, ``labels``, ``fields`` or
+    ``entities``: see :attr:`downsize.tasks.TaskConfig.answer_key`), and how it was answered."""
+
+    model_config = ConfigDict(extra="allow")
     confidence: float | None
     answered_by: str
     latency_ms: float

@@ -20,8 +20,9 @@ answer type        :meth:`~TaskConfig.normalise` (any JSON-like value → the ca
 loss               :meth:`~TaskConfig.disagreement`: the loss of an answer with a reference, in [0, 1];
                    the calibration bounds its mean over answered requests; :meth:`~TaskConfig.metrics`
                    (quality against gold, for ``downsize eval``)
-rendering          :meth:`~TaskConfig.to_json` (the answer object) and :meth:`~TaskConfig.render`
-                   (a chat completion's content)
+rendering          :meth:`~TaskConfig.to_json` (the answer object), :meth:`~TaskConfig.answer_value`
+                   (``predict``'s column), :meth:`~TaskConfig.render` (a chat completion's content),
+                   :meth:`~TaskConfig.parts` / :meth:`~TaskConfig.pairs` (what the report counts)
 students           :attr:`~TaskConfig.students` (families that fit, cheapest first),
                    :meth:`~TaskConfig.targets` (answers → what ``fit`` takes),
                    :meth:`~TaskConfig.score` (a fitted student's answers and confidences),
@@ -44,7 +45,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import AnswerError
 
-__all__ = ["TaskConfig", "Scores", "dumps_answer"]
+__all__ = ["TaskConfig", "Scores", "dumps_answer", "NONE"]
+
+#: The confusion matrices' name for "nothing here" (a label one side did not give, a field it left out).
+NONE = "(none)"
 
 #: (answers, confidences) of a student for a batch of texts.
 Scores = tuple[list[Any], np.ndarray]
@@ -135,10 +139,32 @@ class TaskConfig(BaseModel):
     def to_json(self, answer: Any) -> dict[str, Any]:
         """The answer as the object :meth:`answer_schema` describes."""
 
+    def answer_value(self, answer: Any) -> Any:
+        """The answer as one JSON value: what ``predict`` writes in its answer column (named
+        :attr:`answer_key`) and the batch API returns (the label, the label list, the fields
+        object, the mention list)."""
+        obj = self.to_json(answer)
+        return obj[self.answer_key] if set(obj) == {self.answer_key} else obj
+
     def render(self, answer: Any, *, json_mode: bool = True) -> str:
         """A chat completion's content: the answer object as JSON (``json_mode=False`` is the
         plain-text form, which only kinds with a one-word answer have)."""
         return dumps_answer(self.to_json(answer))
+
+    # -- what the report counts ---------------------------------------------------------------
+    def piece_names(self) -> list[str]:
+        """Every piece an answer can have, in the config's order (the report's rows and columns)."""
+        return []
+
+    def parts(self, answer: Any) -> list[str]:
+        """The pieces of an answer the report counts one by one (labels, fields, entity types)."""
+        return [str(answer)]
+
+    def pairs(self, student: Any, teacher: Any) -> list[tuple[str, str]]:
+        """(teacher's piece, student's piece) pairs of a confusion matrix; :data:`NONE` stands for a
+        piece one side has and the other has not (or, for a field, a value that differs)."""
+        t, s = set(self.parts(teacher)), set(self.parts(student))
+        return [(x, x) for x in sorted(t & s)] + [(x, NONE) for x in sorted(t - s)] + [(NONE, x) for x in sorted(s - t)]
 
     # -- the loss ---------------------------------------------------------------------------
     @abstractmethod

@@ -88,6 +88,12 @@ class ClassifyTask(TaskConfig):
     def render(self, answer: str, *, json_mode: bool = True) -> str:
         return dumps_answer(self.to_json(answer)) if json_mode else answer
 
+    def piece_names(self) -> list[str]:
+        return list(self.labels)
+
+    def pairs(self, student: str, teacher: str) -> list[tuple[str, str]]:
+        return [(teacher, student)]
+
     def disagreement(self, answer: str, reference: str) -> float:
         return 0.0 if answer == reference else 1.0
 

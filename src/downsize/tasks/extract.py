@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..errors import AnswerError, StudentError
 from ._json import read_json
-from .base import Scores, TaskConfig, dumps_answer
+from .base import NONE, Scores, TaskConfig, dumps_answer
 from .fields import FieldSpec, normalise_value, occurs_in
 
 __all__ = ["ExtractTask"]
@@ -64,8 +64,7 @@ class ExtractTask(TaskConfig):
     def answer_key(self) -> str:  # type: ignore[override]
         return "fields" if self.fields else "entities"
 
-    @property
-    def item_names(self) -> list[str]:
+    def piece_names(self) -> list[str]:
         return list(self.fields or self.entities)
 
     # -- the teacher's side ---------------------------------------------------------------
@@ -117,7 +116,7 @@ class ExtractTask(TaskConfig):
             raise AnswerError(f"{str(value)[:120]!r} is not a JSON object of fields")
         unknown = sorted(set(value) - set(self.fields))
         if unknown:
-            raise AnswerError(f"unknown field(s) {unknown}; the fields are {self.item_names}")
+            raise AnswerError(f"unknown field(s) {unknown}; the fields are {self.piece_names()}")
         out = {}
         for name, v in value.items():
             if v is None or (isinstance(v, str) and not v.strip()):
@@ -157,7 +156,7 @@ class ExtractTask(TaskConfig):
             if not isinstance(t, str) or not t.strip():
                 raise AnswerError(f"mention {m!r}: the text is empty")
             if ty not in self.entities:
-                raise AnswerError(f"mention {m!r}: type {ty!r} is not one of {self.item_names}")
+                raise AnswerError(f"mention {m!r}: type {ty!r} is not one of {self.piece_names()}")
             t = " ".join(t.split())
             if text is not None and not occurs_in(t, text):
                 raise AnswerError(f"mention {t!r} does not occur in the text")
@@ -186,6 +185,15 @@ class ExtractTask(TaskConfig):
             return {(n, self.fields[n].canonical(v)) for n, v in answer if n in self.fields}
         return {(normalise_value(t), ty) for t, ty in answer}
 
+    def parts(self, answer: Answer) -> list[str]:
+        return sorted({k for k, _ in answer} if self.fields else {ty for _, ty in answer})
+
+    def pairs(self, student: Answer, teacher: Answer) -> list[tuple[str, str]]:
+        if not self.fields:
+            return super().pairs(student, teacher)  # entity types present on either side
+        s, t = dict(self._items(student)), dict(self._items(teacher))
+        return [(k, k if s.get(k) == t.get(k) else NONE) if k in t else (NONE, k) for k in sorted(s.keys() | t.keys())]
+
     def disagreement(self, answer: Answer, reference: Answer) -> float:
         a, b = self._items(answer), self._items(reference)
         return (0.0 if a == b else 1.0) if self.loss == "exact" else 1.0 - _f1(a, b)
@@ -204,7 +212,7 @@ class ExtractTask(TaskConfig):
         t, p, n = sum(tp.values()), sum(fp.values()), sum(fn.values())
         out = {"exact_match": float(np.mean(exact)) if exact else 0.0,
                "micro_f1": 2 * t / (2 * t + p + n) if (t + p + n) else 1.0}
-        for k in self.item_names:
+        for k in self.piece_names():
             if tp[k] + fp[k] + fn[k]:
                 out[f"f1.{k}"] = 2 * tp[k] / (2 * tp[k] + fp[k] + fn[k])
         return out

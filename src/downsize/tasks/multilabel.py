@@ -121,6 +121,12 @@ class MultiLabelTask(TaskConfig):
     def to_json(self, answer: tuple[str, ...]) -> dict[str, Any]:
         return {"labels": list(answer)}
 
+    def piece_names(self) -> list[str]:
+        return list(self.labels)
+
+    def parts(self, answer: tuple[str, ...]) -> list[str]:
+        return list(answer)
+
     def disagreement(self, answer: tuple[str, ...], reference: tuple[str, ...]) -> float:
         if self.loss == "exact":
             return 0.0 if set(answer) == set(reference) else 1.0

@@ -89,10 +89,11 @@ def _usage(d: Decision) -> dict[str, int]:
     }}},
 )
 async def chat_completions(request: Request, client: ClientDep) -> Response:
-    """Answer ``downsize/<task>`` with the task's label; pass any other model to the default teacher.
+    """Answer ``downsize/<task>`` with the task's answer; pass any other model to the default teacher.
 
-    The label is the message content (or ``{"label": ...}`` when ``response_format`` asks for
-    JSON); headers ``x-downsize-answered-by``, ``x-downsize-confidence``, ``x-downsize-cost-usd``
+    The answer is the message content: a classify task's label (or ``{"label": ...}`` when
+    ``response_format`` asks for JSON); for multi-label and extraction tasks always JSON
+    (``{"labels": [...]}``, the fields object, ``{"entities": [...]}``); headers ``x-downsize-answered-by``, ``x-downsize-confidence``, ``x-downsize-cost-usd``
     say who answered, how sure the student was and what the answer cost.
     """
     t0 = time.perf_counter()
@@ -125,6 +126,7 @@ async def chat_completions(request: Request, client: ClientDep) -> Response:
             raise ApiError(400, "messages: there is no user message (the text to classify is the last user "
                            "message's content)", param="messages", code="invalid_request")
         text = check_text(content_text(users[-1].content), param=f"messages.{req.messages.index(users[-1])}.content")
+        _check_schema(rt, req)
         token = DEADLINE.set(asyncio.get_running_loop().time() + gw.config.server.deadline_s)
         try:
             d = await rt.answer(text)
@@ -164,6 +166,29 @@ async def chat_completions(request: Request, client: ClientDep) -> Response:
     if d.answered_by is AnsweredBy.STUDENT:
         gw.maybe_spot_check(rt, text, d, rid)
     return resp
+
+
+def _check_schema(rt: TaskRuntime, req: ChatCompletionRequest) -> None:
+    """A ``json_schema`` response_format must admit the task's answers (checked before anything is
+    paid for): its properties must include the kind's keys, and it may require no other."""
+    rf = req.response_format
+    if rf is None or rf.type != "json_schema":
+        return
+    spec = (rf.model_extra or {}).get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        return  # no schema given: the kind's own
+    ours = rt.cfg.answer_schema()
+    keys = set(ours.get("properties", {}))
+    props = schema.get("properties")
+    required = schema.get("required") if isinstance(schema.get("required"), list) else []
+    missing = sorted(keys - set(props)) if isinstance(props, dict) and schema.get("additionalProperties") is False else []
+    extra = sorted(set(map(str, required)) - keys)
+    if missing or extra:
+        why = f"it forbids {missing}" if missing else f"it requires {extra}"
+        raise ApiError(400, f"response_format: the schema does not fit task {rt.name!r}'s answers ({why}); "
+                       f"its answers follow this schema: {dumps(ours).decode()[:400]}",
+                       param="response_format", code="invalid_request")
 
 
 def _hash(text: str | None, body: bytes) -> str:

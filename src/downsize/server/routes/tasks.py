@@ -71,7 +71,7 @@ async def predict(task: str, request: Request, client: ClientDep) -> Response:
             gw.record(rt, x, d, request_id=sub, key_id=client.key_id, latency_ms=latency_ms)
             if d.answered_by is AnsweredBy.STUDENT:
                 gw.maybe_spot_check(rt, x, d, sub)
-            results.append({rt.cfg.answer_key: rt.cfg.to_json(d.answer)[rt.cfg.answer_key],
+            results.append({rt.cfg.answer_key: rt.cfg.answer_value(d.answer),
                             "confidence": d.confidence, "answered_by": d.answered_by.value,
                             "latency_ms": round(latency_ms, 3), "cost_usd": d.teacher_cost_usd, "error": None})
             continue

@@ -194,3 +194,36 @@ def test_replay_serves_structured_answers_over_http() -> None:
         body["messages"][1]["content"] = "x"
         r = httpx.post(f"{srv.base_url}/chat/completions", json=body, timeout=10).json()
         assert ML.parse(r["choices"][0]["message"]["content"]) == ("net",)
+
+
+# -- the report works for every kind ------------------------------------------------------------------
+def test_report_counts_labels_and_fields_of_structured_answers(tmp_path: Path) -> None:
+    from downsize.audit import AuditRecord
+    from downsize.report import build_report, render_html, render_text
+    from downsize.store import Store
+
+    cfg = Config.model_validate({
+        "store": f"sqlite:///{tmp_path / 'ds.db'}",
+        "teachers": {"default": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "price_per_1m_input": 2.5}},
+        "tasks": {"tags": ML.model_dump(exclude={"kind"}) | {"kind": "multilabel"},
+                  "addr": ADDR.model_dump(exclude={"kind"}) | {"kind": "extract"}}})
+    rows = []
+    for i in range(40):
+        s, t = ML.encode(("net",)), ML.encode(("net", "web") if i % 4 == 0 else ("net",))
+        by = "teacher" if i % 4 == 0 else "student"
+        rows.append(AuditRecord(request_id=f"m{i}", task="tags", model="downsize/tags", input_hash=str(i), answered_by=by,
+                                latency_ms=1.0, answer=t if by == "teacher" else s, student_label=s,
+                                teacher_label=t if by == "teacher" else None, confidence=0.9).row())
+        a = ADDR.encode((("Number", "1"), ("Zip", "52314")))
+        rows.append(AuditRecord(request_id=f"a{i}", task="addr", model="downsize/addr", input_hash=str(i),
+                                answered_by="student", latency_ms=1.0, answer=a, student_label=a, confidence=0.9).row())
+    with Store(cfg.store_url()) as store:
+        store.log_requests(rows)
+        rep = build_report(store, cfg)
+    tags = {r["label"]: r for r in rep["tasks"]["tags"]["label_escalation"]}
+    assert tags["net"]["n"] == 40 and tags["web"]["n"] == 10 and tags["web"]["rate"] == 1.0
+    assert {r["label"] for r in rep["tasks"]["addr"]["label_escalation"]} == {"Number", "Zip"}
+    conf = rep["tasks"]["tags"]["confusion"]
+    assert "web" in conf["labels"] and "(none)" in conf["labels"]
+    render_html(rep)
+    render_text(rep)

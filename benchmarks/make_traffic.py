@@ -48,8 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = next((p / "shared" / "data" for p in (REPO.parent, REPO.parent.parent) if (p / "shared" / "data").is_dir()),
               REPO.parent / "shared" / "data")
 R8 = "earn, acq, crude, trade, money-fx, interest, ship, grain"
-FIRST = ["Ada", "Ben", "Chloe", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemal", "Lena", "Marta", "Nils", "Olga", "Pablo", "Quinn", "Rosa", "Sami", "Tara"]
-LAST = ["Smith", "Garcia", "Novak", "Okafor", "Larsen", "Rossi", "Tanaka", "Weber", "Kowalski", "Haddad", "Moreau", "Silva", "Jensen", "Ivanova", "Brown"]
+FIRST = "Ada Ben Chloe Dmitri Elena Farid Grace Hiro Ines Jonas Kemal Lena Marta Nils Olga Pablo Quinn Rosa Sami Tara".split()
+LAST = "Smith Garcia Novak Okafor Larsen Rossi Tanaka Weber Kowalski Haddad Moreau Silva Jensen Ivanova Brown".split()
 FORMATS = ("chat_pairs", "openai_batch", "litellm", "downsize")
 
 
@@ -148,7 +148,10 @@ def _pii(spec: Spec, rng: random.Random) -> dict[str, str]:
         extra = f"\n\nForwarded by {email}, tel. +44 20 7946 {rng.randrange(1000):04d}"
     elif spec.name == "rt_ticket":
         u = rng.random()
-        extra = f", card on file {luhn_card(rng)}" if u < 0.10 else f", refund to IBAN {german_iban(rng)}" if u < 0.15 else ""
+        if u < 0.10:
+            extra = f", card on file {luhn_card(rng)}"
+        elif u < 0.15:
+            extra = f", refund to IBAN {german_iban(rng)}"
     return {"name": name, "email": email, "pii": extra}
 
 
@@ -177,7 +180,7 @@ def make_answer(spec: Spec, text: str, gold: Any, rng: random.Random) -> str:
 
 
 def _tokens(s: str, rng: random.Random) -> int:
-    return max(1, int(math.ceil(len(s) / 4 * rng.uniform(0.9, 1.1))))
+    return max(1, math.ceil(len(s) / 4 * rng.uniform(0.9, 1.1)))
 
 
 def build(n: int, *, split: str = "train", seed: int = 0, specs: Sequence[Spec] = SPECS,
@@ -202,6 +205,14 @@ def build(n: int, *, split: str = "train", seed: int = 0, specs: Sequence[Spec] 
                           round(latency, 1), ts))
     calls.sort(key=lambda c: c.ts)
     return calls
+
+
+def to_records(calls: Sequence[Call]) -> list[Any]:
+    """The calls as :class:`downsize.discover.LogRecord` (what a reader would give), without a file."""
+    from downsize.discover import LogRecord
+
+    return [LogRecord(tuple((m["role"], m["content"]) for m in c.messages), c.answer, c.model, c.input_tokens,
+                      c.output_tokens, c.latency_ms, c.ts, id=c.id, source=c.id) for c in calls]
 
 
 # -- writers -------------------------------------------------------------------------------------
@@ -243,15 +254,16 @@ def write_batch(calls: Sequence[Call], inp: Path, out: Path, rng: random.Random)
     results = [orjson.dumps({"id": f"batch_req_{c.id}", "custom_id": c.id, "response": {
         "status_code": 200, "request_id": f"r-{c.id}", "body": _completion(c)}, "error": None}) for c in calls]
     rng.shuffle(results)  # the Batch API returns results in any order
-    _write_lines(out, results, ['{"id": "batch_req_x", "custom_id": "req-missing", "response": null, '
-                                '"error": {"code": "server_error", "message": "try again"}}', "{oops"], rng)
+    failed = ('{"id": "batch_req_x", "custom_id": "req-missing", "response": null, '
+              '"error": {"code": "server_error", "message": "try again"}}')
+    _write_lines(out, results, [failed, "{oops"], rng)
     return bad
 
 
 def _spend_row(c: Call, layout: str) -> dict[str, Any]:
     body = {"model": c.model, "messages": c.messages}
     end = c.ts + timedelta(milliseconds=c.latency_ms)
-    row = {"request_id": c.id, "call_type": "acompletion", "api_key": "88dc28d0f030c55ed4ab77ed8faf098196cb1c05df778539800c9f1243fe6b4b",
+    row = {"request_id": c.id, "call_type": "acompletion", "api_key": "88dc28d0f030c55ed4ab77ed8faf0981",
            "spend": cost(c.model, c.input_tokens, c.output_tokens) or 0.0, "total_tokens": c.input_tokens + c.output_tokens,
            "prompt_tokens": c.input_tokens, "completion_tokens": c.output_tokens, "startTime": c.ts.isoformat() + "Z",
            "endTime": end.isoformat() + "Z", "model": c.model, "model_group": c.model, "custom_llm_provider": "openai",
@@ -307,14 +319,26 @@ def write_all(calls: Sequence[Call], out: Path, formats: Sequence[str] = FORMATS
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     paths: dict[str, list[str]] = {}
-    writers: dict[str, Callable[[], list[str]]] = {
-        "chat_pairs": lambda: (write_chat_pairs(calls, out / "chat_pairs.jsonl", rng), [str(out / "chat_pairs.jsonl")])[1],
-        "openai_batch": lambda: (write_batch(calls, out / "batch_input.jsonl", out / "batch_output.jsonl", rng),
-                                 [str(out / "batch_input.jsonl"), str(out / "batch_output.jsonl")])[1],
-        "litellm": lambda: (write_litellm_json(calls, out / "spend_logs.json"), write_litellm_csv(calls, out / "spend_logs.csv", rng),
-                            [str(out / "spend_logs.json"), str(out / "spend_logs.csv")])[2],
-        "downsize": lambda: (write_gateway_db(calls, f"sqlite:///{out / 'gateway.db'}"), [f"sqlite:///{out / 'gateway.db'}"])[1],
-    }
+    def chat_pairs() -> list[str]:
+        write_chat_pairs(calls, out / "chat_pairs.jsonl", rng)
+        return [str(out / "chat_pairs.jsonl")]
+
+    def openai_batch() -> list[str]:
+        write_batch(calls, out / "batch_input.jsonl", out / "batch_output.jsonl", rng)
+        return [str(out / "batch_input.jsonl"), str(out / "batch_output.jsonl")]
+
+    def litellm() -> list[str]:
+        write_litellm_json(calls, out / "spend_logs.json")
+        write_litellm_csv(calls, out / "spend_logs.csv", rng)
+        return [str(out / "spend_logs.json"), str(out / "spend_logs.csv")]
+
+    def downsize() -> list[str]:
+        url = f"sqlite:///{out / 'gateway.db'}"
+        write_gateway_db(calls, url)
+        return [url]
+
+    writers: dict[str, Callable[[], list[str]]] = {"chat_pairs": chat_pairs, "openai_batch": openai_batch,
+                                                   "litellm": litellm, "downsize": downsize}
     for f in formats:
         paths[f] = writers[f]()
     (out / "truth.json").write_bytes(orjson.dumps({c.id: c.template for c in calls}))

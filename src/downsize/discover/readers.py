@@ -172,6 +172,7 @@ def _json_rows(path: Path, rep: FileReport) -> Iterator[tuple[int, Any]]:
         head = fh.read(1 << 12).lstrip()
     if head.startswith("["):
         data = _load_json(path)
+        rep.unit = "item"
         rep.lines = len(data) if isinstance(data, list) else 1
         for i, obj in enumerate(data if isinstance(data, list) else [data], 1):
             yield i, obj
@@ -186,6 +187,7 @@ def _json_rows(path: Path, rep: FileReport) -> Iterator[tuple[int, Any]]:
             except orjson.JSONDecodeError as exc:
                 if n == 1 and head.startswith("{"):  # a pretty-printed object: one /spend/logs/v2 page
                     data = _load_json(path).get("data", [])
+                    rep.unit = "item"
                     rep.lines = len(data)
                     yield from enumerate(data, 1)
                     return

@@ -79,6 +79,7 @@ class Verdict:
     labels: tuple[str, ...] = ()
     private: bool = False
     pii_kinds: tuple[str, ...] = ()
+    pii_note: str = ""  # e.g. that names were not checked (spaCy not installed)
     requests_per_month: float | None = None
     rate_source: str = "unknown"  # observed | given | unknown
     cost_month_now: float | None = None
@@ -117,7 +118,7 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         return {
             "template": self.template_id, "scope": self.scope, "kind": self.kind, "reason": self.reason,
-            "labels": list(self.labels), "private": self.private, "pii_kinds": list(self.pii_kinds),
+            "labels": list(self.labels), "private": self.private, "pii_kinds": list(self.pii_kinds), "pii_note": self.pii_note,
             "requests_per_month": self.requests_per_month, "rate_source": self.rate_source,
             "cost_month_now": self.cost_month_now, "local_share": self.local_share,
             "certification": self.certification.to_dict() if self.certification else None,
@@ -185,17 +186,18 @@ def _narrowness(p: TemplateProfile, t: Thresholds) -> tuple[str, str | None, str
     return "broad", None, desc + ": open-ended", ()
 
 
-def judge(p: TemplateProfile, *, thresholds: Thresholds = Thresholds(), requests_per_month: float | None = None) -> Verdict:
+def judge(p: TemplateProfile, *, thresholds: Thresholds | None = None,
+          requests_per_month: float | None = None) -> Verdict:
     """The verdict of one profiled template, before certification (see the module docstring)."""
-    t = thresholds
+    t = thresholds or Thresholds()
     rpm = requests_per_month if requests_per_month is not None else p.requests_per_month()
     source = "given" if requests_per_month is not None else ("observed" if rpm is not None else "unknown")
     now = rpm * p.cost_per_request if rpm is not None and p.cost_priced > 0 else None
     pii = p.pii
     kinds = [k for k in pii.kinds() if (k == "person" and pii.share(k) >= t.names_min_share)
              or (k != "person" and pii.share(k) >= t.pii_min_share)]
-    base = dict(template_id=p.template.id, private=bool(kinds), pii_kinds=tuple(kinds), requests_per_month=rpm,
-                rate_source=source, cost_month_now=now)
+    base: dict[str, Any] = {"template_id": p.template.id, "private": bool(kinds), "pii_kinds": tuple(kinds),
+                            "pii_note": pii.names_note, "requests_per_month": rpm, "rate_source": source, "cost_month_now": now}
     if p.n_answered < t.min_requests:
         return Verdict(scope="too few", kind=None, reason=f"{p.n_answered} answered requests (< {t.min_requests})", **base)
     scope, kind, reason, labels = _narrowness(p, t)
@@ -203,12 +205,12 @@ def judge(p: TemplateProfile, *, thresholds: Thresholds = Thresholds(), requests
 
 
 def with_certification(v: Verdict, cert: Certification | None, *, note: str = "",
-                       thresholds: Thresholds = Thresholds()) -> Verdict:
+                       thresholds: Thresholds | None = None) -> Verdict:
     """The verdict with its certified local share and the projected $/month with the cascade."""
     cascade = None
     if cert is not None and v.cost_month_now is not None:
         s = cert.coverage
-        cascade = v.cost_month_now * (1 - s + s * thresholds.spot_check_rate)
+        cascade = v.cost_month_now * (1 - s + s * (thresholds or Thresholds()).spot_check_rate)
     return replace(v, certification=cert, certify_note=note, cost_month_cascade=cascade)
 
 

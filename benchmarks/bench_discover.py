@@ -5,6 +5,10 @@
    purity and completeness of the call sites against the true templates, bad lines found vs
    put in. Side by side, the baseline: drain3 0.9.11 (when installed) on the same requests,
    on the whole message and on the same windows the miner sees.
+   **Many call sites**: ``make_traffic.many_specs(k)`` (k = 10, 30, 60 made-up call sites in the
+   shapes apps use), with the system prompt logged and without it (the gateway logs only the
+   last user message), against the oracle that groups by exactly what is logged (call sites
+   whose logged parts are identical cannot be told apart).
 2. **The verdict table** (chat pairs): per true template, the verdict, PII, $/month now and with
    the cascade, the certified local share. Open-ended templates must never be recommended.
 3. **The projection against fresh traffic.** Fresh requests of the same templates from the test
@@ -35,12 +39,17 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_traffic as mt
+import make_traffic as mt  # noqa: E402
 
-from downsize.discover import default_certifier, discover, normalise_answer, purity
-from downsize.discover.pii import names_available
-from downsize.discover.templates import template_scores
-from downsize.discover.verdict import label_of
+from downsize.discover import (  # noqa: E402
+    default_certifier,
+    discover,
+    normalise_answer,
+    purity,
+    template_scores,
+)
+from downsize.discover.pii import names_available  # noqa: E402
+from downsize.discover.verdict import label_of  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -79,6 +88,32 @@ def by_template(d: Any, true: list[str]) -> dict[str, dict[str, Any]]:
                      "local_share": v.local_share,
                      "interval": v.certification.coverage_interval if v.certification else None,
                      "recommendation": v.recommendation, "deterministic": p.deterministic}
+    return out
+
+
+def many_sites(n: int, ks: tuple[int, ...] = (10, 30, 60)) -> list[dict[str, Any]]:
+    from downsize.discover import LogRecord, TemplateMiner
+
+    data = mt.load_data("train")
+    out = []
+    for k in ks:
+        specs = mt.many_specs(k, seed=k)
+        spec = {s.name: s for s in specs}
+        calls = mt.build(n, specs=specs, seed=3, data=data)
+        recs = mt.to_records(calls)
+        true = [c.template for c in calls]
+        for logged, rs, key in (("system + user", recs, lambda s: (s.system, s.user)),
+                                ("user only", [LogRecord(r.messages[-1:], r.response, r.model) for r in recs],
+                                 lambda s: s.user)):
+            t0 = time.process_time()
+            m = TemplateMiner().fit(rs)
+            p, c = purity(m.labels_.tolist(), true)
+            sc = template_scores(m.labels_.tolist(), true)
+            ok = sum(1 for v in sc.values() if v["recall"] >= 0.95 and v["purity"] >= 0.95)
+            oracle = purity([key(spec[t]) for t in true], true)[0]
+            out.append({"sites": k, "logged": logged, "templates": len(m.templates_), "purity": p,
+                        "oracle_purity": oracle, "completeness": c, "recovered": ok,
+                        "cpu_seconds": time.process_time() - t0})
     return out
 
 
@@ -163,6 +198,13 @@ def main() -> None:
             if fmt == "chat_pairs":
                 main_d, main_true = d, true
         assert main_d is not None
+        print(f"\n   many call sites ({a.n:,} requests each; recovered = recall and purity ≥ 0.95):")
+        ms = many_sites(a.n)
+        for r in ms:
+            print(f"   {r['sites']:3d} sites, {r['logged']:14s} templates {r['templates']:3d} purity {r['purity']:.3f} "
+                  f"(oracle {r['oracle_purity']:.3f}) completeness {r['completeness']:.3f} recovered "
+                  f"{r['recovered']}/{r['sites']}")
+        results["many_sites"] = ms
         if not a.no_drain3:
             try:
                 print(f"\n   baseline drain3 on the same {len(main_d.records):,} chat-pair requests:")

@@ -93,6 +93,37 @@ SPECS = [
 ]
 
 
+_VERBS = "route tag sort triage label screen review check file rate".split()
+_NOUNS = "tickets messages notes reports emails stories posts reviews requests forms".split()
+_TEAMS = "billing support sales legal security ops finance hr growth research".split()
+_HEADS = "Ticket Message Note Report Email Story Post Review Request Item Input Text".split()
+_ASKS = ["Answer with one label.", "Reply with the category only.", "Which category is it?",
+         "Give the label and nothing else.", "Classify it.", "Return one word."]
+
+
+def many_specs(k: int, seed: int = 0) -> list[Spec]:
+    """``k`` made-up call sites in the shapes apps use (a stress test of the template miner):
+    own system prompt + bare text, a shared generic system prompt + instructions in the user
+    message, ``Head: {text}`` wrappers, instructions after the text, a sender line, quoted text."""
+    rng = random.Random(seed)
+    specs, seen = [], set()
+    while len(specs) < k:
+        verb, noun, team, head, ask = (rng.choice(x) for x in (_VERBS, _NOUNS, _TEAMS, _HEADS, _ASKS))
+        shape = rng.randrange(6)
+        system = {0: f"You {verb} {noun} for the {team} team.", 1: "You are a helpful assistant.", 2: "",
+                  3: f"You {verb} incoming {noun} ({team}).", 4: "", 5: "You are a helpful assistant."}[shape]
+        user = {0: "{text}", 1: f"{verb.title()} this {noun[:-1]} for {team}:\n{{text}}", 2: f"{head}: {{text}}",
+                3: f"{{text}}\n\n{ask}", 4: f"{head} from {{email}}: {{text}}\n{ask}",
+                5: f"Please {verb} the {team} {noun[:-1]} below.\n\"\"\"{{text}}\"\"\""}[shape]
+        if (system, user) in seen:
+            continue
+        seen.add((system, user))
+        ds = rng.choice(["reuters", "rt", "addresses"])
+        kind = "extract" if ds == "addresses" else rng.choice(["classify", "classify", "open"])
+        specs.append(Spec(f"site{len(specs):02d}", kind, ds, system, user, rng.uniform(0.5, 2.0), "gpt-4o-mini"))
+    return specs
+
+
 @dataclass
 class Call:
     id: str

@@ -257,6 +257,15 @@ def test_detect_format_errors_name_the_file(tmp_path: Path) -> None:
         read_logs(tmp_path / "missing.jsonl")
     read = read_logs(p, format="chat_pairs")  # an explicit format reads it, counting the bad row
     assert read.report.files[0].bad_count == 1 and not read.records
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"request_id": "a", "spend": 1}, {"request_id": ')
+    rep = read_logs(broken, format="litellm").report.files[0]  # a torn JSON array: one bad item, no crash
+    assert rep.bad_count == 1 and rep.bad[0].line == 1
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"request": {"model"\n' + orjson.dumps({"request": {"model": "m", "messages": [
+        {"role": "user", "content": "hi"}]}, "response": "hello"}).decode() + "\n")
+    read = read_logs(torn)
+    assert len(read.records) == 1 and [b.line for b in read.report.files[0].bad] == [1]
 
 
 # -- templates --------------------------------------------------------------------------------
@@ -280,6 +289,28 @@ def test_repeated_texts_do_not_pose_as_templates(calls: list[dict[str, Any]]) ->
     recs += [recs[0]] * 60  # one popular prompt, sent 60 times
     miner = TemplateMiner().fit(recs)
     assert len(miner.templates_) == 1
+
+
+def test_system_prompts_with_names_and_dates_and_suffix_only_differences() -> None:
+    rng = random.Random(4)
+    recs, true = [], []
+    for i in range(900):
+        text = _sentence(rng, ALL_WORDS, rng.randint(6, 14))
+        syl = ["ka", "lo", "mi", "ra", "ten", "vo", "sel", "da", "rin", "po", "ul", "ge"]
+        who = " ".join("".join(rng.choice(syl) for _ in range(2)).title() for _ in range(2))  # many customers
+        site = i % 3
+        if site == 0:  # a per-customer system prompt with a date: one call site (few requests per customer)
+            system = f"Today is 2025-06-{1 + i % 28:02d}. You help {who} with their account. Be brief."
+            user = text
+        else:  # same system and opening, different instructions after the text: two call sites
+            system = "You are a helpful assistant."
+            user = f"Message from {who.split()[0].lower()}@example.com: {text}\n" + (
+                "Which category is it?" if site == 1 else "Give the label and nothing else.")
+        recs.append(LogRecord((("system", system), ("user", user)), "x", "gpt-4o"))
+        true.append(site)
+    miner = TemplateMiner().fit(recs)
+    p, c = purity(miner.labels_.tolist(), true)
+    assert p >= 0.95 and c >= 0.95 and len(miner.templates_) == 3
 
 
 # -- PII --------------------------------------------------------------------------------------

@@ -167,15 +167,22 @@ def _load_json(path: Path) -> Any:
 
 # -- reading -----------------------------------------------------------------------------------
 def _json_rows(path: Path, rep: FileReport) -> Iterator[tuple[int, Any]]:
-    """``(line, object)`` for each JSON row: JSON Lines, a JSON array, or a ``{"data": [...]}`` page."""
+    """``(line, object)`` for each JSON row: JSON Lines, a JSON array, or a ``{"data": [...]}`` page.
+
+    A whole-file JSON document that does not parse is one bad line (line 1), not an error.
+    """
     with _open_text(path) as fh:
         head = fh.read(1 << 12).lstrip()
     if head.startswith("["):
-        data = _load_json(path)
         rep.unit = "item"
+        try:
+            data = _load_json(path)
+        except DataError as exc:
+            rep.lines = 1
+            rep.add_bad(1, str(exc).split(": ", 1)[-1])
+            return
         rep.lines = len(data) if isinstance(data, list) else 1
-        for i, obj in enumerate(data if isinstance(data, list) else [data], 1):
-            yield i, obj
+        yield from enumerate(data if isinstance(data, list) else [data], 1)
         return
     with _open_text(path) as fh:
         for n, line in enumerate(fh, 1):
@@ -185,12 +192,16 @@ def _json_rows(path: Path, rep: FileReport) -> Iterator[tuple[int, Any]]:
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                if n == 1 and head.startswith("{"):  # a pretty-printed object: one /spend/logs/v2 page
-                    data = _load_json(path).get("data", [])
-                    rep.unit = "item"
-                    rep.lines = len(data)
-                    yield from enumerate(data, 1)
-                    return
+                if n == 1 and head.startswith("{"):  # perhaps a pretty-printed /spend/logs/v2 page
+                    try:
+                        page = _load_json(path)
+                    except DataError:
+                        page = None
+                    if isinstance(page, dict):
+                        data = page.get("data") if isinstance(page.get("data"), list) else [page]
+                        rep.unit, rep.lines = "item", len(data)
+                        yield from enumerate(data, 1)
+                        return
                 rep.add_bad(n, f"not JSON ({str(exc).split(':')[0]})")
                 continue
             if isinstance(obj, dict) and isinstance(obj.get("data"), list) and "request_id" not in obj:

@@ -4,32 +4,47 @@ Method
 ------
 Masking first: a token (a run of non-space characters; double quotes, backticks and newlines
 are tokens of their own) that holds a digit, an ``@`` or starts with ``http`` is replaced by
-``<NUM>``, ``<AT>`` or ``<URL>``. Masked tokens are variables by definition: a template never
-includes one.
+``<NUM>``, ``<AT>`` or ``<URL>`` (a colon that ends it stays: ``<AT>:``). Masked tokens are
+variables: a user-message template never includes one.
 
-The **system key** is the masked system prompt when at least ``min_support`` distinct requests
-share it; rarer system prompts (a document pasted into the system prompt, say) are keyed by
-the fixed prefix of the system prompt, found as below.
+The **system key** is the fixed part of the masked system prompt, found in a trie of the
+system prompts as below (each weighted by the distinct user messages it came with): the whole
+prompt when it is fixed, its opening when a document, a customer's name or the like follows.
+Unlike in user messages, a masked token that (nearly) every prompt has at its place is a
+fixed step ("Today is <NUM>.").
 
-Within each system key, the **user key** is the fixed prefix of the last user message: the
-first ``prefix_tokens`` masked tokens of every *distinct* message go into a token trie (each
-distinct text counted once, so that repeated requests never pose as a template), and a
-message's key is the path it walks from the root while each step is a template step:
+Within each system key, the **user key** is the fixed prefix and the fixed suffix of the last
+user message. The first ``prefix_tokens`` masked tokens of every *distinct* message go into a
+token trie (each distinct text counted once, so that repeated requests never pose as a
+template), and a message's prefix is the path it walks from the root while each step is a
+template step, taken by at least ``min_support`` distinct messages and
 
-* the step is taken by at least ``min_support`` distinct messages, and
-* it is *deterministic* (≥ 90 % of the messages at the node continue with this token), or the
-  node is a *fork* (a few children — at most ``max_fanout`` — cover 90 % of it: several templates
-  share the text so far), or the token starts a *chain* of at least two tokens that are each
-  followed deterministically (a token ending in ``:`` counts one more: ``Ticket:``, ``Review:``)
-  and taken by at least 3 % of the node's messages (two-word openings of text such as "bank of"
-  start 1 % of the Reuters stories).
+* *deterministic*: ≥ 90 % of the messages at the node continue with this token; or
+* out of a *fork*: at most ``max_fanout`` next tokens cover 90 % of the node (several templates
+  share the text so far), judged only on nodes of ≥ 4 × ``min_support`` messages; or
+* a *head*: the token ends in ``:`` ("Ticket:", "Review:"); or
+* on *credit*: the token starts a chain of ≥ 3 deterministic tokens, or holds ≥ 2 % of the node
+  and a fork or a chain follows it. A credit is repaid by two more fixed tokens (or a fork or
+  a head); a message that leaves the structure sooner gives the tokens back: "bank of …" and
+  "u s …" open 1–3 % of the Reuters stories, "This is …" 3 % of the reviews.
 
-Variable text defeats all three tests: its next words are many (no fork), none dominant (no
-deterministic step), and words that are common in text ("The", "A": 12 % of the Rotten
-Tomatoes reviews) are followed by anything (no chain). When the prefix is empty (instructions
-entirely in the system prompt, or after the text), the fixed suffix of the message is walked
-the same way from the end, stricter (97 % for a deterministic step, no fork rule), because text
-endings are more regular than beginnings: 91 % of the Reuters stories end with "reuter".
+Variable text defeats these tests: its next words are many (no fork), none dominant (no
+deterministic step), and the words common in text ("The", "A": 12 % of the Rotten Tomatoes
+reviews) are followed by anything (no chain). The suffix is walked the same way from the end,
+stricter (97 % for a deterministic step; no fork or head rule; a credit needs a chain of 3 and
+2 % of the node), because text endings are more regular than beginnings: 91 % of the Reuters
+stories end with "reuter".
+
+Limits
+------
+* A slot filled from a small vocabulary (at most ``max_fanout`` values with ``min_support``
+  requests each: a language, one of a few products) looks like a fork, so the call site comes
+  out as one template per value: completeness suffers, purity does not.
+* What is not logged cannot separate call sites: downsize's gateway logs only the last user
+  message, so two call sites that send the bare text under different system prompts are one
+  template there (``bench_discover.py``: r8_tagger and rt_bare).
+* Templates that share their first ``prefix_tokens`` and last ``suffix_tokens`` tokens and
+  differ only in between are one template.
 
 Why not drain3
 --------------
@@ -62,18 +77,21 @@ _TOKEN = re.compile(r'\n|["“”`]|[^\s"“”`]+')
 # each mask starts at a token boundary and cannot backtrack (the run before the digit or ``@``
 # excludes it), so masking is linear in the text
 _MASK_URL = re.compile(r'(?<![^\s"“”`])https?://[^\s"“”`]+')
-_MASK_AT = re.compile(r'(?<![^\s"“”`])[^\s"“”`@]*@[^\s"“”`]*')
-_MASK_NUM = re.compile(r'(?<![^\s"“”`])[^\s"“”`\d]*\d[^\s"“”`]*')
+_MASK_AT = re.compile(r'(?<![^\s"“”`])[^\s"“”`@]*@[^\s"“”`:]*(?::(?![\s"“”`]|$)[^\s"“”`:]*)*')
+_MASK_NUM = re.compile(r'(?<![^\s"“”`])[^\s"“”`\d]*\d[^\s"“”`:]*(?::(?![\s"“”`]|$)[^\s"“”`:]*)*')
 _DETERMINISTIC = 0.9
 _DETERMINISTIC_SUFFIX = 0.97
-_CHAIN_SHARE = 0.03
+_CHAIN_SHARE = 0.02
 
 
 def mask_text(text: str) -> str:
     """Replace URL, ``@`` and digit-bearing tokens by ``<URL>``, ``<AT>``, ``<NUM>``.
 
-    >>> mask_text('Order 12-A from bob@example.com, see https://x.io/1 "now"')
-    'Order <NUM> from <AT> see <URL> "now"'
+    A colon that ends the token is kept (``<AT>:``, as in "Ticket from ann@x.org: ..."): it is
+    the template's, not the value's.
+
+    >>> mask_text('Order 12-A from bob@example.com, at 10:30 see https://x.io/1 "now" ref 7:')
+    'Order <NUM> from <AT> at <NUM> see <URL> "now" ref <NUM>:'
     """
     if "http" in text:
         text = _MASK_URL.sub("<URL>", text)
@@ -129,12 +147,13 @@ def _join(tokens: Sequence[str]) -> str:
 class _Trie:
     """Token trie with counts, and the step rules of the module docstring."""
 
-    def __init__(self, *, min_support: int, max_fanout: int, suffix: bool) -> None:
+    def __init__(self, *, min_support: int, max_fanout: int, suffix: bool, fixed_masks: bool = False) -> None:
         self.children: list[dict[str, int]] = [{}]
         self.count: list[int] = [0]
         self.min_support = min_support
         self.max_fanout = max_fanout
         self.suffix = suffix
+        self.fixed_masks = fixed_masks  # a mask token may be a fixed step (system prompts: "Today is <NUM>")
         self._variable: dict[int, bool] = {}
         self._chain: dict[int, int] = {}
 
@@ -176,7 +195,8 @@ class _Trie:
             n = self.count[node]
             masked = sum(self.count[c] for t, c in ch.items() if t in MASKS)
             counts = sorted((self.count[c] for c in ch.values()), reverse=True)[: self.max_fanout]
-            v = masked >= 0.3 * n or sum(counts) < 0.9 * n
+            # a small node cannot show its fan-out: too few messages to tell a fork from text
+            v = masked >= 0.3 * n or sum(counts) < 0.9 * n or len(ch) > 0.25 * n or n < 4 * self.min_support
             self._variable[node] = v
         return v
 
@@ -185,7 +205,7 @@ class _Trie:
         if not ch:
             return None
         t, c = max(ch.items(), key=lambda kv: self.count[kv[1]])
-        if t in MASKS or self.count[c] < self.min_support or self.count[c] < _DETERMINISTIC * self.count[node]:
+        if self.count[c] < self.min_support or self.count[c] < _DETERMINISTIC * self.count[node]:
             return None
         return t, c
 
@@ -193,30 +213,50 @@ class _Trie:
         n = self._chain.get(node)
         if n is None:
             n, cur = 1, node
-            while n < 3:
+            while n < 4:
                 d = self._dominant(cur)
                 if d is None:
                     break
                 n, cur = n + 1, d[1]
-            n += tok.endswith(":")
             self._chain[node] = n
         return n
 
     def walk(self, seq: Sequence[str]) -> tuple[str, ...]:
+        """The fixed part of ``seq``: the steps taken by the rules of the module docstring.
+
+        A step taken on *credit* (a chain or a fork is expected after it) must be followed by at
+        least two more fixed tokens, or a fork or ``Head:``: when the message leaves the
+        structure sooner ("bank of …", "u s …" in the news), the tokens were the text's, not the
+        template's, and are given back.
+        """
         node, path = 0, []
         det = _DETERMINISTIC_SUFFIX if self.suffix else _DETERMINISTIC
+        credit_at: int | None = None
         for tok in seq:
             child = self.children[node].get(tok)
-            if tok in MASKS or child is None or self.count[child] < self.min_support:
+            if child is None or self.count[child] < self.min_support:
                 break
             share = self.count[child] / self.count[node]
-            if not (share >= det or (not self.suffix and not self.variable(node))
-                    or (share >= _CHAIN_SHARE and self.chain(tok, child) >= 2)):
-                break
+            if tok in MASKS:
+                if not (self.fixed_masks and share >= det):
+                    break
+            elif not self.suffix and (not self.variable(node) or tok.endswith(":")):
+                credit_at = None  # a fork or a head: structure on its own
+            elif share < det:
+                if self.suffix:
+                    ok = share >= _CHAIN_SHARE and self.chain(tok, child) >= 3
+                else:
+                    ok = self.chain(tok, child) >= 3 or (share >= _CHAIN_SHARE and not self.variable(child))
+                if not ok:
+                    break
+                credit_at = len(path) if credit_at is None else credit_at
             path.append(tok)
             node = child
             if tok in (_END, _START):
+                credit_at = None
                 break
+        if credit_at is not None and len(path) - credit_at < 3 and len(path) < len(seq):
+            del path[credit_at:]
         return tuple(path)
 
 
@@ -249,8 +289,8 @@ class TemplateMiner:
         Masked tokens of the user message's opening considered for the fixed prefix.
     suffix_tokens : int, default=16
         Tokens of the closing considered for the fixed suffix (when the prefix is empty).
-    system_tokens : int, default=256
-        Tokens of a rare system prompt considered for its fixed prefix.
+    system_tokens : int, default=512
+        Tokens of the system prompt considered for its fixed part.
     min_support : int, default=5
         Distinct messages a template step needs (at least; see ``min_share``).
     min_share : float, default=0.002
@@ -277,7 +317,7 @@ class TemplateMiner:
     (2, ['[Classify.] Summarise: {…} again', '[Classify.] Ticket: {…} shade'])
     """
 
-    def __init__(self, *, prefix_tokens: int = 24, suffix_tokens: int = 16, system_tokens: int = 256,
+    def __init__(self, *, prefix_tokens: int = 24, suffix_tokens: int = 16, system_tokens: int = 512,
                  min_support: int = 5, min_share: float = 0.002, max_fanout: int = 8) -> None:
         self.prefix_tokens = prefix_tokens
         self.suffix_tokens = suffix_tokens
@@ -305,17 +345,18 @@ class TemplateMiner:
         systems = [self._masked_system(r.system) for r in records]
         texts = [r.text for r in records]
         distinct = dict.fromkeys(zip(systems, texts))  # each distinct (system, text) once
-        sys_count = Counter(s for s, _ in distinct)
-        self._frequent_systems = {s for s, c in sys_count.items() if c >= self.min_support}
-        self._sys_trie = _Trie(min_support=self.min_support, max_fanout=self.max_fanout, suffix=False).build(
-            [_prefix_seq(s, self.system_tokens, True) for s in sys_count], list(sys_count.values()))
+        sys_count = Counter(s for s, _ in distinct if s)
+        self._sys_keys: dict[str, Any] = {}
+        self._sys_trie = _Trie(min_support=self.min_support, max_fanout=self.max_fanout, suffix=False,
+                               fixed_masks=True).build([_prefix_seq(s, self.system_tokens, True) for s in sys_count],
+                                                       list(sys_count.values()))
         groups: dict[Any, list[tuple[str, str]]] = {}
         for pair in distinct:
             groups.setdefault(self._system_key(pair[0]), []).append(pair)
         self._tries: dict[Any, tuple[_Trie, _Trie]] = {}
         for skey, group in groups.items():
             sup = self._support(len(group))
-            seqs = [(self._user_prefix(t), _suffix_seq(t, self.suffix_tokens, 12 * self.suffix_tokens)) for _, t in group]
+            seqs = [(self._user_prefix(t), self._suffix(t)) for _, t in group]
             pre = _Trie(min_support=sup, max_fanout=self.max_fanout, suffix=False).build([a for a, _ in seqs])
             suf = _Trie(min_support=sup, max_fanout=self.max_fanout, suffix=True).build([b for _, b in seqs])
             self._tries[skey] = (pre, suf)
@@ -326,12 +367,14 @@ class TemplateMiner:
         order = sorted(counts, key=lambda k: (-counts[k], str(k)))
         self._index = {k: i for i, k in enumerate(order)}
         self.labels_ = np.fromiter((self._index[k] for k in keys), dtype=np.int64, count=len(keys))
-        first: dict[int, int] = {}
+        members: dict[int, list[int]] = {}
         for i, lab in enumerate(self.labels_.tolist()):
-            first.setdefault(lab, i)
+            m = members.setdefault(lab, [])
+            if len(m) < 400:
+                m.append(i)
         self.templates_ = [
-            Template(id=i, system=records[first[i]].system, prefix=k[1], suffix=k[2] or self._common_suffix(
-                [texts[j] for j in np.flatnonzero(self.labels_ == i)[:400]]), count=counts[k], key=k)
+            Template(id=i, system=records[members[i][0]].system, prefix=k[1],
+                     suffix=k[2] or self._common_suffix([texts[j] for j in members[i]]), count=counts[k], key=k)
             for i, k in enumerate(order)
         ]
         return self
@@ -343,9 +386,12 @@ class TemplateMiner:
         return m
 
     def _system_key(self, masked: str) -> Any:
-        if masked in self._frequent_systems or not masked:
-            return masked
-        return ("~",) + self._sys_trie.walk(_prefix_seq(masked, self.system_tokens, True))
+        if not masked:
+            return ()
+        key = self._sys_keys.get(masked)
+        if key is None:
+            key = self._sys_keys[masked] = self._sys_trie.walk(_prefix_seq(masked, self.system_tokens, True))
+        return key
 
     def _user_prefix(self, text: str) -> list[str]:
         n = 12 * self.prefix_tokens  # characters for the tokens, mostly; twice as many when not
@@ -354,20 +400,21 @@ class TemplateMiner:
             seq = _prefix_seq(mask_text(text[: 4 * n]), self.prefix_tokens, len(text) <= 4 * n)
         return seq
 
+    def _suffix(self, text: str) -> list[str]:
+        return _suffix_seq(text, self.suffix_tokens, 12 * self.suffix_tokens)
+
     def _walk(self, skey: Any, prefix_seq: list[str], suffix_seq: list[str]) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
         tries = self._tries.get(skey)
         if tries is None:
             return (skey, ("<unseen>",), ())
-        pre = tries[0].walk(prefix_seq)
-        return (skey, pre, () if pre else tries[1].walk(suffix_seq))
+        return (skey, tries[0].walk(prefix_seq), tries[1].walk(suffix_seq))
 
     def _key(self, masked_sys: str, text: str) -> tuple[Any, tuple[str, ...], tuple[str, ...]]:
-        return self._walk(self._system_key(masked_sys), self._user_prefix(text),
-                          _suffix_seq(text, self.suffix_tokens, 12 * self.suffix_tokens))
+        return self._walk(self._system_key(masked_sys), self._user_prefix(text), self._suffix(text))
 
     def _common_suffix(self, texts: list[str]) -> tuple[str, ...]:
         """Longest token suffix shared by ≥ 95 % of ``texts`` (for display and variable_text)."""
-        seqs = [_suffix_seq(t, self.suffix_tokens, 12 * self.suffix_tokens) for t in texts]
+        seqs = [self._suffix(t) for t in texts]
         out: list[str] = []
         for depth in range(self.suffix_tokens):
             c = Counter(tuple(s[: depth + 1]) for s in seqs if len(s) > depth)

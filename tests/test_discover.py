@@ -472,3 +472,17 @@ def test_thresholds_are_keyword_only() -> None:
     with pytest.raises(TypeError):
         Thresholds(10)  # type: ignore[misc]
     assert Thresholds(min_requests=10).min_requests == 10
+
+
+def test_public_names_and_no_heavy_imports() -> None:
+    import subprocess
+    import sys
+
+    import downsize.discover as dd
+
+    public = {n for n in dir(dd) if not n.startswith("_")} - {"annotations"}
+    modules = {n for n in public if type(getattr(dd, n)).__name__ == "module"}
+    assert set(dd.__all__) == public - modules
+    code = "import sys, downsize.discover; print([m for m in ('spacy', 'drain3', 'fastapi') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -68,5 +68,6 @@ __all__ = [
     "read_logs",
     "records_from_audit_rows",
     "scan_pii",
+    "template_scores",
     "with_certification",
 ]

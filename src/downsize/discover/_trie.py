@@ -94,7 +94,7 @@ class Trie:
         """The fixed part of ``seq``: the steps taken by the rules of the module docstring.
 
         A step taken on *credit* (a chain or a fork is expected after it) must be followed by at
-        least two more fixed tokens, or a fork or ``Head:``: when the message leaves the
+        least two more fixed tokens or by a ``Head:``: when the message leaves the
         structure sooner ("bank of …", "u s …" in the news), the tokens were the text's, not the
         template's, and are given back.
         """
@@ -109,8 +109,10 @@ class Trie:
             if tok in MASKS:
                 if not (self.fixed_masks and share >= det):
                     break
-            elif not self.suffix and (not self.variable(node) or tok.endswith(":")):
-                credit_at = None  # a fork or a head: structure on its own
+            elif not self.suffix and tok.endswith(":"):
+                credit_at = None  # a head: structure on its own
+            elif not self.suffix and not self.variable(node):
+                pass  # a fork (does not repay a credit: "u s", "u k" fork in the news)
             elif share < det:
                 if self.suffix:
                     ok = share >= _CHAIN_SHARE and self.chain(tok, child) >= 3

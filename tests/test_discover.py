@@ -437,6 +437,11 @@ def test_discover_ranks_certifies_and_writes_a_loadable_yaml(tmp_path: Path) -> 
     assert len(tasks) == 3
     assert all(set(t.labels) == set(TOPICS) for t in tasks.values())
     assert any(t.log_text is False for t in tasks.values())  # the tickets carry emails
+    texts, answers, dropped = d.labelled_pairs(topic.template_id)
+    assert len(texts) == len(answers) and set(answers) <= set(TOPICS) and dropped == 0
+    broad = next(v for v in d.verdicts if v.scope == "broad")
+    with pytest.raises(DataError, match="nothing to import"):
+        d.labelled_pairs(broad.template_id)
     props = {p.kind: p for p in d.proposals(top=None)}
     assert set(props["extract"].fields or {}) >= {"order_id", "city"}
     assert (props["extract"].fields or {})["order_id"]["required"] is True

@@ -61,6 +61,37 @@ class Discovery:
         recs = [r for r in self.records_of(template_id) if r.response is not None]
         return [r.text for r in recs], [normalise_answer(r.response or "") for r in recs]
 
+    def labelled_pairs(self, template_id: int) -> tuple[list[str], list[Any], int]:
+        """``(texts, answers, dropped)`` to store as teacher labels of the proposed task (``audit import``).
+
+        Answers follow the task-kind contract with the proposal's label names (classify: the
+        label; multilabel: a sorted tuple; extract: ``{field: value}``); answers outside the
+        inferred label set are dropped and counted.
+        """
+        i = next(k for k, p in enumerate(self.profiles) if p.template.id == template_id)
+        p, v = self.profiles[i], self.verdicts[i]
+        if v.scope != "narrow" or v.kind is None:
+            raise DataError(f"template {template_id} is {v.scope}: nothing to import ({v.recommendation})")
+        prop = propose_task(p, v)
+        texts, norm = self.pairs(template_id)
+        answers = answers_for(v.kind, norm, v.labels)
+        keep_t, keep_a, dropped = [], [], 0
+        for t, a in zip(texts, answers):
+            if v.kind == "classify":
+                if a not in prop.answer_map:
+                    dropped += 1
+                    continue
+                a = prop.answer_map[a]
+            elif v.kind == "multilabel":
+                if not set(a) <= set(v.labels):
+                    dropped += 1
+                    continue
+            else:
+                a = {k: x for k, x in a.items() if k in set(v.labels)}
+            keep_t.append(t)
+            keep_a.append(a)
+        return keep_t, keep_a, dropped
+
     def proposals(self, *, top: int | None = 5) -> list[TaskProposal]:
         """Task proposals for the narrow templates, best savings first (at most ``top``)."""
         out = [propose_task(p, v) for p, v in zip(self.profiles, self.verdicts) if v.scope == "narrow" and v.kind]

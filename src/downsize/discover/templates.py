@@ -50,10 +50,13 @@ Why not drain3
 --------------
 Drain (He et al. 2017; ``drain3`` 0.9.11 is its maintained implementation) is built for
 machine logs: its first split is the *number of tokens* and a message joins a cluster when
-enough token positions agree. A prompt template wraps free text of any length, so Drain either
-makes one cluster per length (low completeness) or, with a loose similarity, merges templates
-whose wrappers differ in a few tokens. ``benchmarks/bench_discover.py`` measures both on the
-constructed traffic, side by side with this miner (purity and completeness per format).
+enough token positions agree. A prompt template wraps free text of any length, so Drain makes
+thousands of clusters per template. Measured by ``benchmarks/bench_discover.py`` on 20,000
+constructed requests of 11 call sites (default drain3 settings, the same masks): drain3 on
+the whole message, purity 1.000 but completeness 0.056 (7,703 clusters); on the windows this
+miner reads (24 first + 16 last tokens), completeness 0.212 (4,526 clusters); this miner,
+purity 1.000 and completeness 0.999 (12 templates), and on 60 made-up call sites 60 of 60
+recovered. The tries are a few dozen lines and need no dependency.
 """
 
 from __future__ import annotations

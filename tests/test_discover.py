@@ -210,29 +210,30 @@ def test_litellm_without_stored_prompts_says_how_to_enable(tmp_path: Path, calls
 
 
 def _gateway_rows(cs: list[dict[str, Any]], *, log_text: bool = True) -> list[dict[str, Any]]:
-    from downsize.audit import request_row
+    from downsize.audit import AuditRecord
     from downsize.store import text_hash
 
     rows = []
     for c in cs:
         text = c["messages"][-1]["content"]
-        rows.append(request_row(request_id=c["id"], ts=c["ts"], task=None, model=c["model"], input_hash=text_hash(text),
+        rows.append(AuditRecord(request_id=c["id"], ts=c["ts"], task=None, model=c["model"], input_hash=text_hash(text),
                                 input_text=text if log_text else None, answer=c["answer"] if log_text else None,
                                 answered_by="passthrough", teacher_input_tokens=c["tin"],
-                                teacher_output_tokens=c["tout"], teacher_cost_usd=0.001, latency_ms=c["latency"]))
+                                teacher_output_tokens=c["tout"], teacher_cost_usd=0.001,
+                                latency_ms=c["latency"]).row())
     return rows
 
 
 def test_gateway_log_reads_passthrough_rows_and_notes_missing_text(tmp_path: Path, calls: list[dict[str, Any]]) -> None:
-    from downsize.audit import export_log, request_row
+    from downsize.audit import AuditRecord, export_log
     from downsize.store import Store
 
     url = f"sqlite:///{tmp_path / 'g.db'}"
     with Store(url) as store:
         store.log_requests(_gateway_rows(calls[:20]))
         store.log_requests(_gateway_rows(calls[20:25], log_text=False))
-        store.log_requests([request_row(task="topic", model="downsize/topic", input_hash="h", input_text="x",
-                                        answer="sports", answered_by="student", latency_ms=1.0)])
+        store.log_requests([AuditRecord(task="topic", model="downsize/topic", input_hash="h", input_text="x",
+                                        answer="sports", answered_by="student", latency_ms=1.0).row()])
         export_log(store, tmp_path / "log.jsonl")
     for src in (url, tmp_path / "g.db", tmp_path / "log.jsonl"):
         assert detect_format(src) == "downsize"

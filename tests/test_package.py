@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"data"},
     {"students"},
     {"calibration", "monitor"},
-    {"training"},
+    {"training", "discover"},
     {"cascade"},
     {"audit"},
     {"report"},

@@ -30,36 +30,37 @@ from .features import WINDOW, TokenKey, context_attrs, local_attrs, position_att
 
 __all__ = ["LinearChain"]
 
-_CHUNK = 512
+_CHUNK = 256
 
 
 class _Rows:
-    """Row vectors computed once per key and kept in one growing array."""
+    """Row vectors computed once per key (in batches, by ``make``) and kept in one array."""
 
-    def __init__(self, width: int, make: Callable[[Hashable], np.ndarray], limit: int) -> None:
+    def __init__(self, width: int, make: Callable[[list], np.ndarray], limit: int) -> None:
         self.make, self.limit, self.width = make, limit, width
         self.clear()
 
     def clear(self) -> None:
-        self.index: dict[Hashable, int] = {None: 0}  # row 0: zeros (no neighbour)
+        self.index: dict[Hashable, int] = {}
         self.buf = np.zeros((1024, self.width))
+        self.size = 1  # row 0: zeros (no neighbour)
 
     def ids(self, keys: Sequence[Hashable]) -> np.ndarray:
-        index = self.index
-        if len(index) + len(keys) > self.limit:
+        if self.size + len(keys) > self.limit:
             self.clear()
-            index = self.index
-        out = np.empty(len(keys), dtype=np.intp)
-        for k, key in enumerate(keys):
-            i = index.get(key)
-            if i is None:
-                i = len(index)
-                if i >= len(self.buf):
-                    self.buf = np.concatenate([self.buf, np.zeros_like(self.buf)])
-                self.buf[i] = self.make(key)
-                index[key] = i
-            out[k] = i
-        return out
+        index = self.index
+        new = list(dict.fromkeys(k for k in keys if k not in index))
+        if new:
+            need = self.size + len(new)
+            if need > len(self.buf):
+                grown = np.zeros((max(need, 2 * len(self.buf)), self.width))
+                grown[: self.size] = self.buf[: self.size]
+                self.buf = grown
+            self.buf[self.size : need] = self.make(new)
+            for k, key in enumerate(new):
+                index[key] = self.size + k
+            self.size = need
+        return np.fromiter((index[k] for k in keys), dtype=np.intp, count=len(keys))
 
 
 class LinearChain:
@@ -86,26 +87,33 @@ class LinearChain:
         self.labels = list(labels)
         self.label_index = {lab: i for i, lab in enumerate(self.labels)}
         L = len(self.labels)
-        self.state: dict[str, np.ndarray] = {}
+        self.attr_index = {a: i for i, a in enumerate(state)}
+        W = np.zeros((len(state) + 1, L))  # last row: unknown attribute
         for attr, by_label in state.items():
-            v = np.zeros(L)
             for lab, w in by_label.items():
-                v[self.label_index[lab]] = w
-            self.state[attr] = v
+                W[self.attr_index[attr], self.label_index[lab]] = w
+        self.W = W
         self.transitions = np.asarray(transitions, dtype=float)
         self._exp_t = np.exp(self.transitions)
-        zero = np.zeros(L)
+        self._offsets = [*range(-WINDOW, 0), *range(1, WINDOW + 1)]
+        self._local = _Rows(L, lambda ks: self._summed([local_attrs(k) for k in ks]), cache_size)
+        self._ctx = _Rows(L * len(self._offsets), self._context_rows, cache_size)
+        self._pos = _Rows(L, lambda ks: self._summed([position_attrs(k) for k in ks]), 10_000)
 
-        def summed(attrs: list[str]) -> np.ndarray:
-            vs = [self.state[a] for a in attrs if a in self.state]
-            return np.sum(vs, axis=0) if vs else zero
+    def _summed(self, attr_lists: list[list[str]]) -> np.ndarray:
+        """Sum of the weight rows of each list of attributes, ``(len(attr_lists), L)``."""
+        from scipy.sparse import csr_matrix
 
-        self._local = _Rows(L, lambda k: summed(local_attrs(k)), cache_size)
-        self._ctx = {
-            o: _Rows(L, lambda k, o=o: summed([f"{o:+d}:{a}" for a in context_attrs(k)]), cache_size)
-            for o in [*range(-WINDOW, 0), *range(1, WINDOW + 1)]
-        }
-        self._pos = _Rows(L, lambda k: summed(position_attrs(k)), 10_000)
+        unknown = len(self.W) - 1
+        get = self.attr_index.get
+        cols = [get(a, unknown) for attrs in attr_lists for a in attrs]
+        ptr = np.cumsum([0] + [len(a) for a in attr_lists])
+        sel = csr_matrix((np.ones(len(cols)), cols, ptr), shape=(len(attr_lists), len(self.W)))
+        return np.asarray(sel @ self.W)
+
+    def _context_rows(self, keys: list) -> np.ndarray:
+        ctx = [context_attrs(k) for k in keys]
+        return np.hstack([self._summed([[f"{o:+d}:{a}" for a in c] for c in ctx]) for o in self._offsets])
 
     @classmethod
     def from_crfsuite(cls, model: bytes) -> LinearChain:
@@ -131,20 +139,20 @@ class LinearChain:
         """Per-token label scores of all sequences, concatenated: ``(E, lengths)``."""
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
         flat = [k for s in seqs for k in s]
-        lid = self._local.ids(flat)
+        N, L = len(flat), len(self.labels)
+        lid = self._local.ids(flat)  # (ids first: filling the cache may replace .buf)
         E = self._local.buf[lid]
-        pos_keys = [position_key(t, n) for n in lengths.tolist() for t in range(n)]
-        E += self._pos.buf[self._pos.ids(pos_keys)]
+        pid = self._pos.ids([position_key(t, n) for n in lengths.tolist() for t in range(n)])
+        E += self._pos.buf[pid]
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(seqs) else lengths
-        t_in = np.arange(len(flat)) - np.repeat(starts, lengths)
+        t_in = np.arange(N) - np.repeat(starts, lengths)
         n_of = np.repeat(lengths, lengths)
-        for o, rows in self._ctx.items():
-            src = np.arange(len(flat)) + o
+        cid = self._ctx.ids(flat)
+        ctx = self._ctx.buf
+        for k, o in enumerate(self._offsets):
             ok = (t_in + o >= 0) & (t_in + o < n_of)
-            ids = np.zeros(len(flat), dtype=np.intp)
-            if ok.any():
-                ids[ok] = rows.ids([flat[i] for i in src[ok].tolist()])
-            E += rows.buf[ids]
+            src = np.flatnonzero(ok)
+            E[src] += ctx[cid[src + o], k * L : (k + 1) * L]
         return E, lengths
 
     # -- dynamic programmes on padded chunks -----------------------------------------------
@@ -167,13 +175,18 @@ class LinearChain:
         delta = Ep[:, 0].copy()
         back = np.zeros((B, T, L), dtype=np.intp)
         ident = np.arange(L)
+        trans_t = np.ascontiguousarray(self.transitions.T)
         for t in range(1, T):
-            cand = delta[:, :, None] + self.transitions[None]
-            bp = cand.argmax(1)
-            new = np.take_along_axis(cand, bp[:, None, :], 1)[:, 0] + Ep[:, t]
-            live = (t < lens)[:, None]
-            delta = np.where(live, new, delta)
-            back[:, t] = np.where(live, bp, ident)
+            cand = delta[:, None, :] + trans_t[None]  # cand[b, to, from]
+            bp = cand.argmax(2)
+            new = cand.max(2) + Ep[:, t]
+            if lens.min() > t:  # chunks hold sequences of similar length: usually all live
+                delta = new
+                back[:, t] = bp
+            else:
+                live = (t < lens)[:, None]
+                delta = np.where(live, new, delta)
+                back[:, t] = np.where(live, bp, ident)
         path = np.zeros((B, T), dtype=np.intp)
         path[:, -1] = delta.argmax(1)
         for t in range(T - 1, 0, -1):
@@ -205,23 +218,30 @@ class LinearChain:
             a = np.where(live[:, None], new / s_safe[:, None], a)
         return logz
 
-    def marginals(self, Ep: np.ndarray, lens: np.ndarray) -> np.ndarray:
-        """P(tag at position t = label), ``(B, T, L)``; zero on padding."""
+    def marginals(self, Ep: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P(tag at position t = label), ``(B, T, L)`` (zero on padding), and log Z ``(B,)``."""
         B, T, L = Ep.shape
-        P = np.exp(Ep - Ep.max(2, keepdims=True))
+        m = Ep.max(2, keepdims=True)
+        P = np.exp(Ep - m)
         alpha = np.zeros((B, T, L))
         beta = np.ones((B, T, L))
-        alpha[:, 0] = P[:, 0] / P[:, 0].sum(1, keepdims=True)
+        s = P[:, 0].sum(1)
+        alpha[:, 0] = P[:, 0] / s[:, None]
+        logz = np.log(s) + m[:, 0, 0]
         for t in range(1, T):
             a = (alpha[:, t - 1] @ self._exp_t) * P[:, t]
-            alpha[:, t] = a / a.sum(1, keepdims=True)
+            s = a.sum(1)
+            live = t < lens
+            s = np.where(live, s, 1.0)
+            alpha[:, t] = a / s[:, None]
+            logz += np.where(live, np.log(s) + m[:, t, 0], 0.0)
         last = lens - 1
+        exp_tt = np.ascontiguousarray(self._exp_t.T)
         for t in range(T - 2, -1, -1):
-            b = (beta[:, t + 1] * P[:, t + 1]) @ self._exp_t.T
+            b = (beta[:, t + 1] * P[:, t + 1]) @ exp_tt
             b = b / b.sum(1, keepdims=True)
             beta[:, t] = np.where((t < last)[:, None], b, 1.0)
         mu = alpha * beta
         mu /= mu.sum(2, keepdims=True)
         mu[np.arange(T)[None, :] >= lens[:, None]] = 0.0
-        return mu
-
+        return mu, logz

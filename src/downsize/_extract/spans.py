@@ -42,7 +42,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "Token",
@@ -66,8 +66,7 @@ _SPACE = re.compile(r"\s+")
 _SEARCH_BUDGET = 400
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     """``text[start:end]`` of the source: leading punctuation, ``text[core_start:core_end]``
     (the word, or the punctuation run of a free-standing token), trailing punctuation."""
 

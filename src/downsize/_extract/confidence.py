@@ -65,31 +65,35 @@ class Familiarity:
 
     def __init__(
         self,
-        words: Counter[str] | None = None,
-        word_tags: Counter[str] | None = None,
-        templates: Counter[str] | None = None,
-        labels: Counter[str] | None = None,
+        words: dict[str, int] | None = None,
+        word_tags: dict[str, int] | None = None,
+        templates: dict[str, int] | None = None,
+        labels: dict[str, int] | None = None,
         n_records: int = 0,
     ) -> None:
-        self.words = words or Counter()
-        self.word_tags = word_tags or Counter()
-        self.templates = templates or Counter()
-        self.labels = labels or Counter()
+        self.words = dict(words or {})
+        self.word_tags = dict(word_tags or {})
+        self.templates = dict(templates or {})
+        self.labels = dict(labels or {})
         self.n_records = n_records
 
     @classmethod
     def count(cls, sequences: Iterable[tuple[Sequence[str], Sequence[str]]]) -> Familiarity:
         """From ``(token cores, tags)`` of the training texts."""
-        fam = cls()
-        for words, tags in sequences:
-            fam.n_records += 1
-            for w, t in zip(words, tags):
+        words: Counter[str] = Counter()
+        word_tags: Counter[str] = Counter()
+        templates: Counter[str] = Counter()
+        labels: Counter[str] = Counter()
+        n = 0
+        for ws, tags in sequences:
+            n += 1
+            for w, t in zip(ws, tags):
                 w = w.lower()
-                fam.words[w] += 1
-                fam.word_tags[w + "\t" + t] += 1
-            fam.templates[template(tags)] += 1
-            fam.labels.update({_label(t) for t in tags if t != OUTSIDE})
-        return fam
+                words[w] += 1
+                word_tags[w + "\t" + t] += 1
+            templates[template(tags)] += 1
+            labels.update({_label(t) for t in tags if t != OUTSIDE})
+        return cls(words, word_tags, templates, labels, n)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,13 +106,7 @@ class Familiarity:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Familiarity:
-        return cls(
-            Counter(obj["words"]),
-            Counter(obj["word_tags"]),
-            Counter(obj["templates"]),
-            Counter(obj["labels"]),
-            int(obj["n_records"]),
-        )
+        return cls(obj["words"], obj["word_tags"], obj["templates"], obj["labels"], int(obj["n_records"]))
 
 
 def _logit(p: float) -> float:
@@ -118,23 +116,25 @@ def _logit(p: float) -> float:
 
 def describe(d: Decoded, fam: Familiarity) -> list[float]:
     """The :data:`DESCRIPTORS` of one decoded answer."""
-    words = [t.core.lower() for t in d.tokens]
+    words = d.words
     n = len(words)
-    seen = [fam.words[w] for w in words]
-    pair = [fam.word_tags[w + "\t" + t] for w, t in zip(words, d.tags)]
+    wget, pget = fam.words.get, fam.word_tags.get
+    seen = [wget(w, 0) for w in words]
+    pair = [pget(w + "\t" + t, 0) for w, t in zip(words, d.tags)]
     consistency = [p / s if s else 0.5 for p, s in zip(pair, seen)]
     labels = list(d.answer) if isinstance(d.answer, dict) else sorted({t for _, t in d.answer})
+    lget = fam.labels.get
     return [
         _logit(math.exp(d.log_p)),
         _logit(d.min_marginal),
         math.log1p(n),
         math.log1p(len(d.answer)),
         float(not d.answer),
-        sum(s == 0 for s in seen) / n if n else 0.0,
+        seen.count(0) / n if n else 0.0,
         math.log1p(min(pair)) if n else 0.0,
         min(consistency) if n else 1.0,
-        math.log1p(fam.templates[template(d.tags)]),
-        math.log1p(min((fam.labels[lab] for lab in labels), default=fam.n_records)),
+        math.log1p(fam.templates.get(template(d.tags), 0)),
+        math.log1p(min((lget(lab, 0) for lab in labels), default=fam.n_records)),
     ]
 
 

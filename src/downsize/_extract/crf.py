@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from .features import WINDOW, TokenKey, context_attrs, local_attrs, position_attrs, position_key
+from .features import WINDOW, TokenKey, context_attrs, local_attrs, position_attrs, position_keys
 
 __all__ = ["LinearChain"]
 
@@ -142,7 +142,7 @@ class LinearChain:
         N, L = len(flat), len(self.labels)
         lid = self._local.ids(flat)  # (ids first: filling the cache may replace .buf)
         E = self._local.buf[lid]
-        pid = self._pos.ids([position_key(t, n) for n in lengths.tolist() for t in range(n)])
+        pid = self._pos.ids(position_keys(lengths).tolist())
         E += self._pos.buf[pid]
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(seqs) else lengths
         t_in = np.arange(N) - np.repeat(starts, lengths)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from .spans import Token
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "local_attrs",
     "context_attrs",
     "position_key",
+    "position_keys",
     "position_attrs",
     "item_attrs",
 ]
@@ -120,19 +123,33 @@ def context_attrs(key: TokenKey) -> list[str]:
     return attrs
 
 
-def _bucket(n: int) -> str:
-    return str(n) if n <= 4 else "5-7" if n <= 7 else "8-12" if n <= 12 else "13+"
+_BUCKETS = ("1", "2", "3", "4", "5-7", "8-12", "13+")
 
 
-def position_key(t: int, n: int) -> tuple[int, int, str]:
-    """All that :func:`position_attrs` depends on: distances to both ends (capped), length bucket."""
-    return (min(t, 4), min(n - 1 - t, 4), _bucket(n))
+def _bucket(n: int) -> int:
+    return n - 1 if n <= 4 else 4 if n <= 7 else 5 if n <= 12 else 6
 
 
-def position_attrs(key: tuple[int, int, str]) -> list[str]:
+def position_key(t: int, n: int) -> int:
+    """All that :func:`position_attrs` depends on, as one integer: the distances to both ends
+    (capped at 4) and the bucket of the text's length."""
+    return (min(t, 4) * 5 + min(n - 1 - t, 4)) * 8 + _bucket(n)
+
+
+def position_keys(lengths: np.ndarray) -> np.ndarray:
+    """:func:`position_key` of every position of texts of the given lengths, concatenated."""
+    n = np.repeat(lengths, lengths)
+    starts = np.cumsum(lengths) - lengths
+    t = np.arange(len(n)) - np.repeat(starts, lengths)
+    b = np.select([n <= 4, n <= 7, n <= 12], [n - 1, 4, 5], 6)
+    return (np.minimum(t, 4) * 5 + np.minimum(n - 1 - t, 4)) * 8 + b
+
+
+def position_attrs(key: int) -> list[str]:
     """Attributes of a position (its :func:`position_key`), including missing neighbours."""
-    i, j, nb = key
-    attrs = ["bias", f"i={i}", f"j={j}", "ntok=" + nb]
+    ij, nb = divmod(key, 8)
+    i, j = divmod(ij, 5)
+    attrs = ["bias", f"i={i}", f"j={j}", "ntok=" + _BUCKETS[nb]]
     for o in range(1, WINDOW + 1):  # WINDOW < 4: the capped distances still tell
         if i < o:
             attrs.append(f"-{o}:BOS")

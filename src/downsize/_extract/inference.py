@@ -30,6 +30,7 @@ class Decoded:
     """One text's decoded answer."""
 
     tokens: list[Token]
+    words: list[str]  # lower-cased token cores
     tags: list[str]
     answer: dict[str, str] | list[tuple[str, str]]
     log_p: float  # log P(answer | text)
@@ -78,10 +79,11 @@ def decode_batch(
     idx = [i for i, tk in enumerate(tokens) if tk]
     for i, tk in enumerate(tokens):
         if not tk:  # nothing to tag: the only answer a substring-based record can have
-            out[i] = Decoded(tk, [], {} if target == "fields" else [], 0.0, 1.0)
+            out[i] = Decoded(tk, [], [], {} if target == "fields" else [], 0.0, 1.0)
     if not idx:
         return out  # type: ignore[return-value]
-    E, lengths = chain.emissions([token_keys(tokens[i]) for i in idx])
+    keys = [token_keys(tokens[i]) for i in idx]
+    E, lengths = chain.emissions(keys)
     outside = chain.label_index.get(OUTSIDE)
     L = len(chain.labels)
     for rows, Ep, lens in chain.chunks(E, lengths):
@@ -103,7 +105,8 @@ def decode_batch(
                 if target == "fields"
                 else decode_entities(text, tk, tags, rule)
             )
-            out[i] = Decoded(tk, tags, answer, float(min(log_p[b], 0.0)), float(min_mp[b]))
+            words = [k[0].lower() for k in keys[r]]
+            out[i] = Decoded(tk, words, tags, answer, float(min(log_p[b], 0.0)), float(min_mp[b]))
     return out  # type: ignore[return-value]
 
 

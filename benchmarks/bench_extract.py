@@ -38,13 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from downsize._extract.spans import (
-    EdgeRule,
-    align_fields,
-    decode_fields,
-    normalise_record,
-    tokenize,
-)
+from downsize._extract.align import align_fields
+from downsize._extract.spans import EdgeRule, decode_fields, normalise_record, tokenize
 from downsize._extract.tagger import TaggerStudent, same_answer
 from downsize.calibration import ThresholdCalibrator
 from downsize.errors import CalibrationError

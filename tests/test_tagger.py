@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 from downsize._extract.crf import LinearChain
 from downsize._extract.features import item_attrs, token_keys
 from downsize._extract.inference import decode_batch
+from downsize._extract.align import align_entities, align_fields
 from downsize._extract.spans import (
     EdgeRule,
-    align_entities,
-    align_fields,
     decode_entities,
     decode_fields,
     normalise_record,

@@ -8,7 +8,6 @@ confidence), :mod:`.validators` (per-field checks).
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -19,28 +18,21 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from .._artifacts import read_manifest, write_artifact
-from ..errors import CorruptArtifactError, NotFittedError, StudentError
+from ..errors import NotFittedError, StudentError
 from .confidence import Familiarity, StackedConfidence, describe
 from .crf import LinearChain
 from .features import item_attrs, token_keys
 from .inference import Decoded, decode_batch, field_probabilities
-from .spans import (
-    Alignment,
-    EdgeRule,
-    align_entities,
-    align_fields,
-    normalise_entities,
-    normalise_record,
-    tokenize,
-)
+from .persist import load_tagger, save_tagger, tagger_state
+from .align import Alignment, align_entities, align_fields
+from .spans import EdgeRule, normalise_entities, normalise_record, tokenize
 from .validators import parse_checks, problems
 
 __all__ = ["TaggerStudent", "same_answer"]
 
 _TARGETS = ("fields", "entities")
 _CONFIDENCES = ("stacked", "answer")
-_MODEL, _STATE = "model.crfsuite", "tagger.json"
+_MODEL = "model.crfsuite"
 
 
 def same_answer(a: Any, b: Any) -> bool:
@@ -358,35 +350,10 @@ class TaggerStudent(BaseEstimator):
         return problems(answer, parse_checks(self.fields))
 
     # -- persistence --------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        return {
-            "labels": self.labels_,
-            "edge_rule": self.edge_rule_.to_json(),
-            "familiarity": self.familiarity_.to_json(),
-            "confidence": self.confidence_,
-            "confidence_model": (
-                self.confidence_model_.to_json() if self.confidence_ == "stacked" else None
-            ),
-            "oof_accuracy": self.oof_accuracy_,
-            "alignment": self.alignment_,
-            "n_train": self.n_train_,
-        }
-
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write crfsuite's model file, ``tagger.json`` and a sha256 manifest; no pickle."""
         self._check_fitted()
-        state = json.dumps(self._state(), ensure_ascii=False, sort_keys=True).encode("utf-8")
-        params = {k: v for k, v in self.get_params().items()}
-        return write_artifact(
-            directory,
-            {_MODEL: self.model_bytes_, _STATE: state},
-            name=self.name,
-            version=self.version,
-            classes=list(self.labels_),
-            params=params,
-            extra={"n_train": int(self.n_train_), "library_crfsuite": _crfsuite_version()},
-            overwrite=overwrite,
-        )
+        return save_tagger(self, directory, overwrite=overwrite)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> TaggerStudent:
@@ -399,56 +366,9 @@ class TaggerStudent(BaseEstimator):
         CorruptArtifactError
             A file whose sha256 differs from the manifest's (named), or unreadable contents.
         """
-        directory = Path(directory)
-        manifest, blobs = read_manifest(directory)
-        if manifest["name"] != cls.name:
-            raise StudentError(f"{directory}: holds a {manifest['name']!r} student, not {cls.name!r}")
-        if not isinstance(manifest["version"], int) or manifest["version"] > cls.version:
-            raise StudentError(
-                f"{directory}: saved in format {manifest['version']!r}; this downsize reads ≤ {cls.version}"
-            )
-        for f in (_MODEL, _STATE):
-            if f not in blobs:
-                raise CorruptArtifactError(f"{directory / f}: missing from the manifest")
-        try:
-            student = cls(**manifest["params"])
-        except TypeError as exc:
-            raise CorruptArtifactError(f"{directory / 'manifest.json'}: bad parameters ({exc})") from None
-        try:
-            state = json.loads(blobs[_STATE].decode("utf-8"))
-            student.edge_rule_ = EdgeRule.from_json(state["edge_rule"])
-            student.familiarity_ = Familiarity.from_json(state["familiarity"])
-            student.confidence_ = state["confidence"]
-            if student.confidence_ == "stacked":
-                student.confidence_model_ = StackedConfidence.from_json(state["confidence_model"])
-            student.oof_accuracy_ = state["oof_accuracy"]
-            student.alignment_ = state["alignment"]
-            student.n_train_ = int(state["n_train"])
-            labels = list(state["labels"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CorruptArtifactError(f"{directory / _STATE}: unreadable ({exc})") from None
-        try:
-            student.chain_ = LinearChain.from_crfsuite(blobs[_MODEL])
-        except Exception as exc:  # crfsuite raises assorted errors on a bad file
-            raise CorruptArtifactError(f"{directory / _MODEL}: not a crfsuite model ({exc})") from None
-        student.model_bytes_ = blobs[_MODEL]
-        inner = {t.partition("-")[2] if t[:2] in ("B-", "I-") else t for t in student.chain_.labels}
-        if sorted(inner - {"O"}) != labels or labels != list(manifest["classes"]):
-            raise CorruptArtifactError(
-                f"{directory / 'manifest.json'}: labels {manifest['classes']} do not match the model's"
-            )
-        student.labels_ = labels
-        student.unplaced_ = []
-        student._checks = parse_checks(student.fields)
-        return student
+        return load_tagger(cls, directory)
 
     def size_bytes(self) -> int:
         """Bytes of the saved files (model and state, without the manifest)."""
         self._check_fitted()
-        return len(self.model_bytes_) + len(json.dumps(self._state()).encode("utf-8"))
-
-
-def _crfsuite_version() -> str:
-    from importlib.metadata import version
-
-    return version("python-crfsuite")
+        return len(self.model_bytes_) + len(tagger_state(self))

@@ -13,7 +13,10 @@ answer equals the teacher's, i.e. ``exact`` loss):
   model refitted on all of it answers the test file; the resplits pool the out-of-fold and
   the test rows (each scored by a model that did not see it; the fold models saw 80 % of the
   train file, the final one all of it, so the pool is only nearly exchangeable) and redraw a
-  calibration set of the train file's size.
+  calibration set of the train file's size;
+* **own_oof** (the tagger only): as cross-fitted, but λ is set on the out-of-fold confidences
+  the tagger computes anyway for its stacked confidence (``oof_confidence_``), so cross-fitting
+  costs no extra training.
 
 The **plain baseline** is a linear-chain CRF (crfsuite, c1 = c2 = 0.1, 100 iterations) with the
 standard token features (lower-cased word, isupper / istitle / isdigit, 3-letter suffix, the
@@ -236,6 +239,13 @@ def evaluate(kind: str, train: list[dict], test: list[dict], n_resplits: int, se
     for a in ALPHAS:
         out["cross"][f"alpha_{a:g}"] = {**calibrated(oof_conf, oof_ok, fc, f_ok, a),
                                         **resplits(pool_c, pool_ok, len(train), a, n_resplits)}
+    oof = getattr(full, "oof_confidence_", None)
+    if oof is not None:  # the tagger's own out-of-fold confidences: cross-fitting at no extra fit
+        out["own_oof"] = {"n_cal": len(train)}
+        pool_c, pool_ok = np.r_[oof, fc], np.r_[full.oof_correct_, f_ok]
+        for a in ALPHAS:
+            out["own_oof"][f"alpha_{a:g}"] = {**calibrated(oof, full.oof_correct_, fc, f_ok, a),
+                                              **resplits(pool_c, pool_ok, len(train), a, n_resplits)}
     return out
 
 
@@ -253,7 +263,7 @@ def show(name: str, rows: list[dict]) -> None:
     print(f"{'model':8s} {'calibration':12s} {'n_cal':>5s} {'α':>4s} | {'answered':>8s} {'realised':>8s} | "
           f"{'resplits: ≤α':>12s} {'answered':>8s} {'realised max':>12s}")
     for r in rows:
-        for proto in ("split", "cross"):
+        for proto in [p for p in ("split", "cross", "own_oof") if p in r]:
             for a in ALPHAS:
                 x = r[proto][f"alpha_{a:g}"]
                 print(f"{r['model']:8s} {proto:12s} {r[proto]['n_cal']:5d} {100 * a:3.0f}% | "

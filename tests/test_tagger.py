@@ -265,3 +265,13 @@ def test_a_corrupted_file_is_refused_by_name(fitted, tmp_path, victim):
     f.write_bytes(bytes(data))
     with pytest.raises(CorruptArtifactError, match=victim):
         TaggerStudent.load(path)
+
+
+def test_out_of_fold_confidences_come_with_the_fit(fitted):
+    s, held = fitted
+    assert s.confidence_ == "stacked"
+    assert s.oof_confidence_.shape == s.oof_correct_.shape == (350,)
+    assert np.isclose(s.oof_correct_.mean(), s.oof_accuracy_)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(s.oof_correct_, s.oof_confidence_) > 0.7

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ..errors import NotFittedError, StudentError
-from .confidence import Familiarity, StackedConfidence, describe
+from .confidence import DESCRIPTORS, Familiarity, StackedConfidence, describe
 from .crf import LinearChain
 from .features import item_attrs, token_keys
 from .inference import Decoded, decode_batch, field_probabilities
@@ -137,6 +137,11 @@ class TaggerStudent(BaseEstimator):
         ``"stacked"`` or ``"answer"``: what ``predict_confidence`` returns.
     oof_accuracy_ : float or None
         Share of out-of-fold answers equal to the teacher's (``"stacked"`` only).
+    oof_confidence_, oof_correct_ : ndarray of shape (n_records,)
+        With ``confidence_ == "stacked"``: each training record's confidence from a tagger and
+        a regression that never saw its fold, and whether that answer was the teacher's. A
+        calibration set as large as the training data (cross-fitted calibration), at no
+        extra training.
     n_train_ : int
         Records the CRF was trained on.
     train_seconds_ : float
@@ -280,23 +285,36 @@ class TaggerStudent(BaseEstimator):
             return
         rng = np.random.default_rng(self.random_state)
         fold = rng.permutation(len(texts)) % cv
-        X, right = [], []
+        X = np.zeros((len(texts), len(DESCRIPTORS)))
+        right = np.zeros(len(texts), dtype=bool)
+        decoded: list[Decoded | None] = [None] * len(texts)
         for k in range(cv):
             train = [i for i in clean if fold[i] != k]
-            held = [i for i in range(len(texts)) if fold[i] == k]
-            if not train or not held:
+            held = np.flatnonzero(fold == k).tolist()
+            if not train:
                 return
             self._set_model(self._train([items[i] for i in train], [tags[i] for i in train]),
                             [aligned[i] for i in train])
             for i, d in zip(held, self._decode([texts[i] for i in held])):
-                X.append(describe(d, self.familiarity_))
-                right.append(same_answer(d.answer, answers[i]))
-        right_arr = np.asarray(right, dtype=bool)
-        self.oof_accuracy_ = float(right_arr.mean())
-        if right_arr.all() or not right_arr.any():
+                X[i] = describe(d, self.familiarity_)
+                right[i] = same_answer(d.answer, answers[i])
+                decoded[i] = d
+        self.oof_accuracy_ = float(right.mean())
+        if right.all() or not right.any():
             return
-        self.confidence_model_ = StackedConfidence.fit(np.asarray(X), right_arr)
+        self.confidence_model_ = StackedConfidence.fit(X, right)
         self.confidence_ = "stacked"
+        # out-of-fold confidences, the regression too fitted without the row's fold: a
+        # calibration set as large as the training data, for cross-fitted calibration
+        oof = np.zeros(len(texts))
+        for k in range(cv):
+            rows = fold == k
+            if right[~rows].all() or not right[~rows].any():
+                oof[rows] = self.confidence_model_.predict(X[rows])
+            else:
+                oof[rows] = StackedConfidence.fit(X[~rows], right[~rows]).predict(X[rows])
+        self.oof_confidence_ = self._adjust(oof, decoded)
+        self.oof_correct_ = right
 
     # -- predicting ---------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -315,6 +333,10 @@ class TaggerStudent(BaseEstimator):
             conf = self.confidence_model_.predict(np.array([describe(d, self.familiarity_) for d in decoded]))
         else:
             conf = np.exp([d.log_p for d in decoded])
+        return self._adjust(conf, decoded)
+
+    def _adjust(self, conf: np.ndarray, decoded: Sequence[Decoded]) -> np.ndarray:
+        conf = np.array(conf, dtype=float)
         conf[[not d.tokens for d in decoded]] = 1.0  # no token: the empty answer is the only one
         if self._checks:
             bad = [bool(problems(d.answer, self._checks)) for d in decoded]

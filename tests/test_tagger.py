@@ -11,18 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from downsize._extract.crf import LinearChain
-from downsize._extract.features import item_attrs, token_keys
-from downsize._extract.inference import decode_batch
-from downsize._extract.align import align_entities, align_fields
-from downsize._extract.spans import (
+from downsize.students.crf import LinearChain
+from downsize.students.crf_features import item_attrs, token_keys
+from downsize.students.tagger_inference import decode_batch
+from downsize.students.align import align_entities, align_fields
+from downsize.students.spans import (
     EdgeRule,
     decode_entities,
     decode_fields,
     normalise_record,
     tokenize,
 )
-from downsize._extract.tagger import TaggerStudent, same_answer
+from downsize.students.tagger import TaggerStudent, same_answer
 from downsize.errors import CorruptArtifactError, NotFittedError, StudentError
 
 DATA = Path(__file__).resolve().parent / "data"

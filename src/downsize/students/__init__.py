@@ -24,6 +24,15 @@ Students (one module each)
     all-MiniLM-L6-v2 sentence vectors (torch-free, :mod:`downsize.students.encoder`) with a
     logistic-regression head. Only the head is saved; the manifest pins the encoder's
     ONNX sha256, which ``load`` checks against the installed package.
+
+Extraction (``kind: extract``)
+------------------------------
+``TaggerStudent``
+    a linear-chain CRF (crfsuite) over tokens (:mod:`.spans`) onto which the teacher's field
+    values or entity mentions are aligned (:mod:`.align`); answers a record ``{field: value}``
+    or a list of ``(text, type)`` mentions, with a record confidence stacked on out-of-fold
+    answers (:mod:`.tagger_confidence`). Not a classifier: ``fit(texts, answers)``,
+    ``predict_with_confidence(texts)``; saves crfsuite's model file + JSON + the manifest.
 """
 
 from __future__ import annotations
@@ -37,12 +46,14 @@ from .artifacts import read_manifest
 from .base import Student
 from .encoder import minilm_available
 from .minilm import MiniLMStudent
+from .tagger import TaggerStudent
 from .tfidf import TfidfStudent
 
 __all__ = [
     "Student",
     "TfidfStudent",
     "MiniLMStudent",
+    "TaggerStudent",
     "STUDENTS",
     "FAMILIES",
     "available",

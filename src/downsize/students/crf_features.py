@@ -5,7 +5,7 @@ its neighbours up to ``WINDOW`` tokens away (prefixed with the offset, ``-1:w=ma
 *position* attributes (distance to either end, bucketed length of the text). Every attribute of
 a position comes from one token or from the position alone, never from a pair of tokens, so the
 tagger can sum the weights of each token's attributes once per distinct token
-(:meth:`downsize._extract.crf.LinearChain.emissions` caches these sums) instead of once per
+(:meth:`downsize.students.crf.LinearChain.emissions` caches these sums) instead of once per
 occurrence.
 
 What the attributes are, and why: the lower-cased word and its digit-blind form (``0000`` for a

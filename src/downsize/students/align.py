@@ -134,7 +134,7 @@ def align_fields(text: str, tokens: Sequence[Token], record: Mapping[str, str]) 
     the preference). Values with no placement are listed in ``Alignment.missing`` and left
     untagged.
 
-    >>> from downsize._extract.spans import tokenize
+    >>> from downsize.students.spans import tokenize
     >>> text = "John & Jill Hester"
     >>> a = align_fields(text, tokenize(text), {"GivenName": "John & Jill", "And": "&", "Surname": "hester"})
     >>> a.tags, a.missing
@@ -226,7 +226,7 @@ def align_entities(
     Longer mentions are placed first; a mention whose every occurrence overlaps an already
     placed one is listed in ``missing`` as a conflict (flat tags cannot nest).
 
-    >>> from downsize._extract.spans import tokenize
+    >>> from downsize.students.spans import tokenize
     >>> text = "Paris and paris, Texas"
     >>> a = align_entities(text, tokenize(text), [("Paris", "LOC"), ("Paris, Texas", "LOC")])
     >>> a.tags, a.missing

@@ -26,7 +26,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from .features import WINDOW, TokenKey, context_attrs, local_attrs, position_attrs, position_keys
+from .crf_features import WINDOW, TokenKey, context_attrs, local_attrs, position_attrs, position_keys
 
 __all__ = ["LinearChain"]
 

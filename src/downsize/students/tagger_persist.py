@@ -1,6 +1,6 @@
 """Saving a :class:`~.tagger.TaggerStudent` without pickle: crfsuite's file, JSON, a manifest.
 
-A saved tagger is a directory written by :func:`downsize._artifacts.write_artifact`:
+A saved tagger is a directory written by :func:`downsize.students.artifacts.write_artifact`:
 ``model.crfsuite`` (crfsuite's own binary model), ``tagger.json`` (labels, the edge rule, the
 training counts and the stacked confidence's coefficients) and ``manifest.json`` (parameters,
 sha256 of both files). :func:`load_tagger` verifies the checksums before parsing anything.
@@ -14,12 +14,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from .._artifacts import read_manifest, write_artifact
+from .artifacts import read_manifest, write_artifact
 from ..errors import CorruptArtifactError, StudentError
-from .confidence import Familiarity, StackedConfidence
+from .tagger_confidence import Familiarity, StackedConfidence
 from .crf import LinearChain
 from .spans import EdgeRule
-from .validators import parse_checks
+from .field_checks import parse_checks
 
 __all__ = ["save_tagger", "load_tagger", "tagger_state", "MODEL", "STATE"]
 

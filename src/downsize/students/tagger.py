@@ -1,9 +1,10 @@
 """``TaggerStudent``: a linear-chain CRF that learns a teacher's extraction answers.
 
-See :class:`TaggerStudent`. The parts: :mod:`.spans` (tokens, alignment, decoding),
-:mod:`.features` (generic token features), :mod:`.crf` (inference on crfsuite's weights),
-:mod:`.inference` (answers and their probabilities), :mod:`.confidence` (the stacked record
-confidence), :mod:`.validators` (per-field checks).
+See :class:`TaggerStudent`. The parts: :mod:`.spans` (tokens, decoding, answer equality),
+:mod:`.align` (teacher values onto tokens), :mod:`.crf_features` (generic token features),
+:mod:`.crf` (inference on crfsuite's weights), :mod:`.tagger_inference` (answers and their
+probabilities), :mod:`.tagger_confidence` (the stacked record confidence),
+:mod:`.field_checks` (per-field checks), :mod:`.tagger_persist` (saving without pickle).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ..errors import NotFittedError, StudentError
-from .confidence import DESCRIPTORS, Familiarity, StackedConfidence, describe
+from .tagger_confidence import DESCRIPTORS, Familiarity, StackedConfidence, describe
 from .crf import LinearChain
-from .features import item_attrs, token_keys
-from .inference import Decoded, decode_batch, field_probabilities
-from .persist import load_tagger, save_tagger, tagger_state
+from .crf_features import item_attrs, token_keys
+from .tagger_inference import Decoded, decode_batch, field_probabilities
+from .tagger_persist import load_tagger, save_tagger, tagger_state
 from .align import Alignment, align_entities, align_fields
 from .spans import EdgeRule, normalise_entities, normalise_record, tokenize
-from .validators import parse_checks, problems
+from .field_checks import parse_checks, problems
 
 __all__ = ["TaggerStudent", "same_answer"]
 
@@ -89,14 +90,14 @@ class TaggerStudent(BaseEstimator):
     does not spell are counted in ``alignment_`` and the record is left out of training: a
     teacher error, not a crash), trains a linear-chain CRF with crfsuite (L-BFGS, elastic net),
     and, with ``confidence="stacked"``, learns a record confidence from out-of-fold answers
-    (:mod:`downsize._extract.confidence`). ``predict`` returns one answer per text: a dict
+    (:mod:`downsize.students.tagger_confidence`). ``predict`` returns one answer per text: a dict
     ``{field: value}`` (absent fields omitted; a field is one value, from its first tagged
     token to its last) or a sorted list of ``(text, type)`` mentions. Values are the text's own
     characters.
 
     Why a CRF: on the two labelled extraction sets here it trains in seconds on 2 cores, and
     its answers carry a probability that sums over every tag sequence giving the same record
-    (:mod:`downsize._extract.inference`), which spaCy's transition-based NER does not expose;
+    (:mod:`downsize.students.tagger_inference`), which spaCy's transition-based NER does not expose;
     ``benchmarks/bench_extract.py`` prints its figures.
 
     Parameters
@@ -116,7 +117,7 @@ class TaggerStudent(BaseEstimator):
         Folds for the stacked confidence (the CRF is trained ``confidence_cv + 1`` times).
     fields : dict or None, default=None
         Per-field checks, ``{field: {"type": "string"|"number"|"date"|"enum", "values": [...],
-        "pattern": regex, "required": bool}}`` (see :mod:`downsize._extract.validators`).
+        "pattern": regex, "required": bool}}`` (see :mod:`downsize.students.field_checks`).
     invalid_factor : float, default=0.0
         A record failing a check has its confidence multiplied by this (0: the teacher answers).
     random_state : int, default=0

@@ -46,7 +46,7 @@ def names() -> list[dict]:
 @pytest.fixture(scope="module")
 def fitted(addresses) -> tuple[TaggerStudent, list[dict]]:
     train, held = addresses[:350], addresses[350:]
-    s = TaggerStudent(confidence_cv=3, max_iterations=100)
+    s = TaggerStudent(confidence_cv=3, max_iterations=60)
     s.fit([r["text"] for r in train], [r["fields"] for r in train])
     return s, held
 
@@ -212,7 +212,7 @@ def test_entities_target(addresses):
                 m.append((s, e, f))
             prev = f
         mentions.append([(r["text"][s:e].rstrip(","), f) for s, e, f in m])
-    s = TaggerStudent(target="entities", confidence_cv=3, max_iterations=50)
+    s = TaggerStudent(target="entities", confidence_cv=3, max_iterations=30)
     s.fit([r["text"] for r in rows[:150]], mentions[:150])
     pred, conf = s.predict_with_confidence([r["text"] for r in rows[150:]])
     ok = np.array([same_answer(p, m) for p, m in zip(pred, mentions[150:])])
@@ -275,3 +275,12 @@ def test_out_of_fold_confidences_come_with_the_fit(fitted):
     from sklearn.metrics import roc_auc_score
 
     assert roc_auc_score(s.oof_correct_, s.oof_confidence_) > 0.7
+
+
+def test_batching_does_not_change_answers(fitted):
+    s, held = fitted
+    texts = [r["text"] for r in held[:40]] + [" ".join(r["text"] for r in held[:150])]  # one long text
+    batch, conf = s.predict_with_confidence(texts)
+    for t, a, c in zip(texts, batch, conf):
+        one, c1 = s.predict_with_confidence([t])
+        assert one[0] == a and np.isclose(c1[0], c)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 
+import threading
+
 import numpy as np
 
 from .crf_features import WINDOW, TokenKey, context_attrs, local_attrs, position_attrs, position_keys
@@ -31,6 +33,7 @@ from .crf_features import WINDOW, TokenKey, context_attrs, local_attrs, position
 __all__ = ["LinearChain"]
 
 _CHUNK = 256
+_CELLS = 256 * 64
 
 
 class _Rows:
@@ -96,6 +99,7 @@ class LinearChain:
         self.transitions = np.asarray(transitions, dtype=float)
         self._exp_t = np.exp(self.transitions)
         self._offsets = [*range(-WINDOW, 0), *range(1, WINDOW + 1)]
+        self._lock = threading.Lock()
         self._local = _Rows(L, lambda ks: self._summed([local_attrs(k) for k in ks]), cache_size)
         self._ctx = _Rows(L * len(self._offsets), self._context_rows, cache_size)
         self._pos = _Rows(L, lambda ks: self._summed([position_attrs(k) for k in ks]), 10_000)
@@ -136,7 +140,14 @@ class LinearChain:
 
     # -- emissions --------------------------------------------------------------------------
     def emissions(self, seqs: Sequence[Sequence[TokenKey]]) -> tuple[np.ndarray, np.ndarray]:
-        """Per-token label scores of all sequences, concatenated: ``(E, lengths)``."""
+        """Per-token label scores of all sequences, concatenated: ``(E, lengths)``.
+
+        Thread-safe: the caches are filled under a lock.
+        """
+        with self._lock:
+            return self._emissions(seqs)
+
+    def _emissions(self, seqs: Sequence[Sequence[TokenKey]]) -> tuple[np.ndarray, np.ndarray]:
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.intp, count=len(seqs))
         flat = [k for s in seqs for k in s]
         N, L = len(flat), len(self.labels)
@@ -160,8 +171,11 @@ class LinearChain:
         """Yield ``(rows, Ep, lens)``: sequence indices, padded emissions ``(B, T, L)``, lengths."""
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
         order = np.argsort(lengths, kind="stable")
-        for c in range(0, len(order), _CHUNK):
-            rows = order[c : c + _CHUNK]
+        c = 0
+        while c < len(order):  # at most _CHUNK texts, and at most _CELLS padded positions
+            longest = int(lengths[order[min(c + _CHUNK, len(order)) - 1]])
+            rows = order[c : c + max(1, min(_CHUNK, _CELLS // max(longest, 1)))]
+            c += len(rows)
             lens = lengths[rows]
             T = int(lens.max()) if len(lens) else 0
             Ep = np.zeros((len(rows), max(T, 1), len(self.labels)))
@@ -230,11 +244,9 @@ class LinearChain:
         logz = np.log(s) + m[:, 0, 0]
         for t in range(1, T):
             a = (alpha[:, t - 1] @ self._exp_t) * P[:, t]
-            s = a.sum(1)
-            live = t < lens
-            s = np.where(live, s, 1.0)
+            s = a.sum(1)  # normalised on padding too (it would overflow), but not counted
             alpha[:, t] = a / s[:, None]
-            logz += np.where(live, np.log(s) + m[:, t, 0], 0.0)
+            logz += np.where(t < lens, np.log(s) + m[:, t, 0], 0.0)
         last = lens - 1
         exp_tt = np.ascontiguousarray(self._exp_t.T)
         for t in range(T - 2, -1, -1):

@@ -24,8 +24,11 @@ same for the ±1 neighbours), BIO tags, record confidence = probability of the V
 Both models use the same tokens, alignment and decoding (``downsize.students.spans``).
 
     python benchmarks/bench_extract.py [--datasets us_addresses person_names] [--resplits 100]
+                                       [--models plain tagger tagger-answer]
 
-Writes benchmarks/results/extract-<dataset>.json. Timings depend on the machine's load.
+Writes benchmarks/results/extract-<dataset>.json (-<models>.json for other models than the
+default two). ``tagger-answer`` is the ablation whose confidence is the CRF's probability of
+the answer instead of the stacked one. Timings depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -177,8 +180,16 @@ def resplits(conf, ok, n_cal, alpha, n, seed=0) -> dict:
             "realised_max": float(np.max(risks)) if risks else None}
 
 
+MODELS = {
+    "plain": PlainCRF,
+    "tagger": TaggerStudent,
+    # ablation: the tagger with the CRF's probability of the answer as its confidence
+    "tagger-answer": lambda: TaggerStudent(confidence="answer"),
+}
+
+
 def make(kind: str):
-    return PlainCRF() if kind == "plain" else TaggerStudent()
+    return MODELS[kind]()
 
 
 def timed_fit(kind, texts, recs):
@@ -275,7 +286,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["us_addresses", "person_names"])
     ap.add_argument("--resplits", type=int, default=100)
-    ap.add_argument("--models", nargs="+", default=["plain", "tagger"])
+    ap.add_argument("--models", nargs="+", default=["plain", "tagger"], choices=list(MODELS))
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (timings scale with it)")
@@ -283,7 +294,8 @@ def main() -> None:
         train, test = load(name, "train"), load(name, "test")
         rows = [evaluate(k, train, test, args.resplits) for k in args.models]
         show(name, rows)
-        (RESULTS / f"extract-{name}.json").write_text(json.dumps(
+        tail = "" if args.models == ["plain", "tagger"] else "-" + "+".join(args.models)
+        (RESULTS / f"extract-{name}{tail}.json").write_text(json.dumps(
             {"dataset": name, "train": len(train), "test": len(test), "delta": DELTA,
              "load_average": os.getloadavg()[0], "results": rows}, indent=2) + "\n")
 

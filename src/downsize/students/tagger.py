@@ -147,7 +147,7 @@ class TaggerStudent(BaseEstimator):
         With ``confidence_ == "stacked"``: each training record's confidence from a tagger and
         a regression that never saw its fold, and whether that answer was the teacher's. A
         calibration set as large as the training data (cross-fitted calibration), at no
-        extra training.
+        extra training. Not saved.
     n_train_ : int
         Records the CRF was trained on.
     train_seconds_ : float

@@ -100,6 +100,7 @@ class LinearChain:
         self._exp_t = np.exp(self.transitions)
         self._offsets = [*range(-WINDOW, 0), *range(1, WINDOW + 1)]
         self._lock = threading.Lock()
+        self._ctx_index: dict[str, list[int]] | None = None
         self._local = _Rows(L, lambda ks: self._summed([local_attrs(k) for k in ks]), cache_size)
         self._ctx = _Rows(L * len(self._offsets), self._context_rows, cache_size)
         self._pos = _Rows(L, lambda ks: self._summed([position_attrs(k) for k in ks]), 10_000)
@@ -116,8 +117,27 @@ class LinearChain:
         return np.asarray(sel @ self.W)
 
     def _context_rows(self, keys: list) -> np.ndarray:
-        ctx = [context_attrs(k) for k in keys]
-        return np.hstack([self._summed([[f"{o:+d}:{a}" for a in c] for c in ctx]) for o in self._offsets])
+        from scipy.sparse import csr_matrix
+
+        if self._ctx_index is None:  # attribute "-1:w=main" → row of "w=main" at each offset
+            unknown = len(self.W) - 1
+            pos = {o: k for k, o in enumerate(self._offsets)}
+            index: dict[str, list[int]] = {}
+            for attr, i in self.attr_index.items():
+                head, sep, base = attr.partition(":")
+                if sep and head[:1] in "+-" and head[1:].isdigit() and int(head) in pos:
+                    index.setdefault(base, [unknown] * len(pos))[pos[int(head)]] = i
+            self._ctx_index = index
+        get, none = self._ctx_index.get, [len(self.W) - 1] * len(self._offsets)
+        rows = [[get(a, none) for a in context_attrs(k)] for k in keys]
+        L = len(self.labels)
+        out = np.empty((len(keys), L * len(self._offsets)))
+        ptr = np.cumsum([0] + [len(r) for r in rows])
+        for k in range(len(self._offsets)):
+            cols = [r[k] for row in rows for r in row]
+            sel = csr_matrix((np.ones(len(cols)), cols, ptr), shape=(len(keys), len(self.W)))
+            out[:, k * L : (k + 1) * L] = sel @ self.W
+        return out
 
     @classmethod
     def from_crfsuite(cls, model: bytes) -> LinearChain:

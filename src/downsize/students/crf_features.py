@@ -28,6 +28,7 @@ __all__ = [
     "WINDOW",
     "TokenKey",
     "token_keys",
+    "key_core",
     "local_attrs",
     "context_attrs",
     "position_key",
@@ -38,17 +39,23 @@ __all__ = [
 
 #: Neighbours seen on each side.
 WINDOW = 2
-#: (core, leading punctuation, trailing punctuation, whitespace before, whitespace after):
-#: everything a token's own attributes depend on.
-TokenKey = tuple[str, str, str, bool, bool]
+#: (token text, core start, core end — both relative to the token —, whitespace before,
+#: whitespace after): everything a token's own attributes depend on, without slicing strings
+#: for tokens whose attributes are already cached.
+TokenKey = tuple[str, int, int, bool, bool]
 
 
 def token_keys(tokens: Sequence[Token]) -> list[TokenKey]:
     n = len(tokens)
     return [
-        (t.core, t.leading, t.trailing, t.space_before, i + 1 == n or tokens[i + 1].space_before)
+        (t.text, t.core_start - t.start, t.core_end - t.start, t.space_before,
+         i + 1 == n or tokens[i + 1].space_before)
         for i, t in enumerate(tokens)
     ]
+
+
+def key_core(key: TokenKey) -> str:
+    return key[0][key[1] : key[2]]
 
 
 def _shape(word: str, run: int) -> str:
@@ -73,7 +80,8 @@ def _length(n: int) -> str:
 
 def local_attrs(key: TokenKey) -> list[str]:
     """The attributes a token contributes at its own position."""
-    word, lead, trail, before, after = key
+    text, a, b, before, after = key
+    word, lead, trail = text[a:b], text[:a], text[b:]
     low = word.lower()
     attrs = [
         "w=" + low,
@@ -115,7 +123,8 @@ def local_attrs(key: TokenKey) -> list[str]:
 
 def context_attrs(key: TokenKey) -> list[str]:
     """The attributes a token shows its neighbours (prefixed with the offset by the caller)."""
-    word, lead, trail, _, _ = key
+    text, a, b, _, _ = key
+    word, lead, trail = text[a:b], text[:a], text[b:]
     low = word.lower()
     attrs = ["w=" + low, "sh=" + _shape(word, 1), "s3=" + low[-3:], "tp=" + trail[:2], "lp=" + lead[-2:]]
     if any(c.isdigit() for c in word):

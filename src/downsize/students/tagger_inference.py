@@ -105,7 +105,7 @@ def decode_batch(
                 if target == "fields"
                 else decode_entities(text, tk, tags, rule)
             )
-            words = [k[0].lower() for k in keys[r]]
+            words = [k[0][k[1] : k[2]].lower() for k in keys[r]]
             out[i] = Decoded(tk, words, tags, answer, float(min(log_p[b], 0.0)), float(min_mp[b]))
     return out  # type: ignore[return-value]
 

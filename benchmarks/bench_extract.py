@@ -21,7 +21,7 @@ answer equals the teacher's, i.e. ``exact`` loss):
 The **plain baseline** is a linear-chain CRF (crfsuite, c1 = c2 = 0.1, 100 iterations) with the
 standard token features (lower-cased word, isupper / istitle / isdigit, 3-letter suffix, the
 same for the ±1 neighbours), BIO tags, record confidence = probability of the Viterbi path.
-Both models use the same tokens, alignment and decoding (``downsize.students.spans``).
+Both models use the same tokens, alignment and decoding (``downsize.students.tagger.spans``).
 
     python benchmarks/bench_extract.py [--datasets us_addresses person_names] [--resplits 100]
                                        [--models plain tagger tagger-answer] [--speed]
@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from downsize.students.align import align_fields
-from downsize.students.spans import EdgeRule, decode_fields, normalise_record, tokenize
+from downsize.students.tagger.align import align_fields
+from downsize.students.tagger.spans import EdgeRule, decode_fields, normalise_record, tokenize
 from downsize.students.tagger import TaggerStudent, same_answer
 from downsize.calibration import ThresholdCalibrator
 from downsize.errors import CalibrationError

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from downsize.students.crf import LinearChain
-from downsize.students.crf_features import item_attrs, token_keys
-from downsize.students.tagger_inference import decode_batch
-from downsize.students.align import align_entities, align_fields
-from downsize.students.spans import (
+from downsize.students.tagger.crf import LinearChain
+from downsize.students.tagger.features import item_attrs, token_keys
+from downsize.students.tagger.inference import decode_batch
+from downsize.students.tagger.align import align_entities, align_fields
+from downsize.students.tagger.spans import (
     EdgeRule,
     decode_entities,
     decode_fields,

@@ -28,10 +28,10 @@ Students (one module each)
 Extraction (``kind: extract``)
 ------------------------------
 ``TaggerStudent``
-    a linear-chain CRF (crfsuite) over tokens (:mod:`.spans`) onto which the teacher's field
-    values or entity mentions are aligned (:mod:`.align`); answers a record ``{field: value}``
+    a linear-chain CRF (crfsuite) over tokens (:mod:`.tagger.spans`) onto which the teacher's field
+    values or entity mentions are aligned (:mod:`.tagger.align`); answers a record ``{field: value}``
     or a list of ``(text, type)`` mentions, with a record confidence stacked on out-of-fold
-    answers (:mod:`.tagger_confidence`). Not a classifier: ``fit(texts, answers)``,
+    answers (:mod:`.tagger.confidence`). Not a classifier: ``fit(texts, answers)``,
     ``predict_with_confidence(texts)``; saves crfsuite's model file + JSON + the manifest.
 """
 
@@ -63,13 +63,14 @@ __all__ = [
 ]
 
 #: Saved students by the ``name`` in their manifest (what :func:`load_student` dispatches on).
-STUDENTS: dict[str, type[Any]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent}
+STUDENTS: dict[str, type[Any]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent, "tagger": TaggerStudent}
 
 #: (task kind, family) → the student class and the parameters that family fixes. A task's
 #: ``student:`` names a family; its kind (``TaskConfig.students``) says which families fit it.
 FAMILIES: dict[tuple[str, str], tuple[type[Any], dict[str, Any]]] = {
     ("classify", "tfidf"): (TfidfStudent, {}),
     ("classify", "minilm"): (MiniLMStudent, {}),
+    ("extract", "crf"): (TaggerStudent, {}),
 }
 
 #: Families that need an optional extra, and the extra.
@@ -120,5 +121,7 @@ def load_student(directory: str | os.PathLike[str], **runtime: Any) -> Student:
             f"{directory}: unknown student kind {name!r}; this downsize knows {', '.join(STUDENTS)}"
         )
     cls = STUDENTS[name]
+    if not hasattr(cls, "_from_manifest"):  # a student that is not a Student subclass loads itself
+        return cls.load(directory)
     runtime = {k: v for k, v in runtime.items() if k in cls._runtime_params}
     return cls._from_manifest(directory, manifest, blobs, runtime)

@@ -1,10 +1,10 @@
 """``TaggerStudent``: a linear-chain CRF that learns a teacher's extraction answers.
 
 See :class:`TaggerStudent`. The parts: :mod:`.spans` (tokens, decoding, answer equality),
-:mod:`.align` (teacher values onto tokens), :mod:`.crf_features` (generic token features),
-:mod:`.crf` (inference on crfsuite's weights), :mod:`.tagger_inference` (answers and their
-probabilities), :mod:`.tagger_confidence` (the stacked record confidence),
-:mod:`.field_checks` (per-field checks), :mod:`.tagger_persist` (saving without pickle).
+:mod:`.align` (teacher values onto tokens), :mod:`.features` (generic token features),
+:mod:`.crf` (inference on crfsuite's weights), :mod:`.inference` (answers and their
+probabilities), :mod:`.confidence` (the stacked record confidence),
+:mod:`.checks` (per-field checks), :mod:`.tagger_persist` (saving without pickle).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ..errors import NotFittedError, StudentError
-from .tagger_confidence import DESCRIPTORS, Familiarity, StackedConfidence, describe
+from ...errors import NotFittedError, StudentError
+from .confidence import DESCRIPTORS, Familiarity, StackedConfidence, describe
 from .crf import LinearChain
-from .crf_features import item_attrs, token_keys
-from .tagger_inference import Decoded, decode_batch, field_probabilities
-from .tagger_persist import load_tagger, save_tagger, tagger_state
+from .features import item_attrs, token_keys
+from .inference import Decoded, decode_batch, field_probabilities
+from .persist import load_tagger, save_tagger, tagger_state
 from .align import Alignment, align_entities, align_fields
 from .spans import EdgeRule, normalise_entities, normalise_record, tokenize
-from .field_checks import parse_checks, problems
+from .checks import parse_checks, problems
 
 __all__ = ["TaggerStudent", "same_answer"]
 
@@ -90,14 +90,14 @@ class TaggerStudent(BaseEstimator):
     does not spell are counted in ``alignment_`` and the record is left out of training: a
     teacher error, not a crash), trains a linear-chain CRF with crfsuite (L-BFGS, elastic net),
     and, with ``confidence="stacked"``, learns a record confidence from out-of-fold answers
-    (:mod:`downsize.students.tagger_confidence`). ``predict`` returns one answer per text: a dict
+    (:mod:`downsize.students.tagger.confidence`). ``predict`` returns one answer per text: a dict
     ``{field: value}`` (absent fields omitted; a field is one value, from its first tagged
     token to its last) or a sorted list of ``(text, type)`` mentions. Values are the text's own
     characters.
 
     Why a CRF rather than spaCy's trainable NER: the CRF's answers carry an exact probability,
     summed over every tag sequence that gives the same record
-    (:mod:`downsize.students.tagger_inference`), and the stacked confidence starts from it;
+    (:mod:`downsize.students.tagger.inference`), and the stacked confidence starts from it;
     spaCy's transition-based NER exposes no probability of an answer (its beam variant only
     approximate entity scores). Speed decides too: spaCy's packaged ``en_core_web_sm`` runs at
     ~165 docs/s on the 2-core machine (``../shared/ASSETS.md``), 30× under the 5,000
@@ -122,7 +122,7 @@ class TaggerStudent(BaseEstimator):
         Folds for the stacked confidence (the CRF is trained ``confidence_cv + 1`` times).
     fields : dict or None, default=None
         Per-field checks, ``{field: {"type": "string"|"number"|"date"|"enum", "values": [...],
-        "pattern": regex, "required": bool}}`` (see :mod:`downsize.students.field_checks`).
+        "pattern": regex, "required": bool}}`` (see :mod:`downsize.students.tagger.checks`).
     invalid_factor : float, default=0.0
         A record failing a check has its confidence multiplied by this (0: the teacher answers).
     random_state : int, default=0

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .crf import LinearChain
-from .crf_features import token_keys
+from .features import token_keys
 from .spans import OUTSIDE, EdgeRule, Token, decode_entities, decode_fields, tokenize
 
 __all__ = ["Decoded", "decode_batch", "field_probabilities"]

@@ -14,12 +14,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from .artifacts import read_manifest, write_artifact
-from ..errors import CorruptArtifactError, StudentError
-from .tagger_confidence import Familiarity, StackedConfidence
+from ..artifacts import read_manifest, write_artifact
+from ...errors import CorruptArtifactError, StudentError
+from .confidence import Familiarity, StackedConfidence
 from .crf import LinearChain
 from .spans import EdgeRule
-from .field_checks import parse_checks
+from .checks import parse_checks
 
 __all__ = ["save_tagger", "load_tagger", "tagger_state", "MODEL", "STATE"]
 

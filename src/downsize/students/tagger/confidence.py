@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .tagger_inference import Decoded
+from .inference import Decoded
 from .spans import OUTSIDE
 
 __all__ = ["Familiarity", "describe", "StackedConfidence", "DESCRIPTORS"]

@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-from .crf_features import WINDOW, TokenKey, context_attrs, local_attrs, position_attrs, position_keys
+from .features import WINDOW, TokenKey, context_attrs, local_attrs, position_attrs, position_keys
 
 __all__ = ["LinearChain"]
 

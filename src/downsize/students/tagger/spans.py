@@ -38,11 +38,12 @@ collapsed).
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from ...tasks.fields import normalise_value
 
 __all__ = [
     "Token",
@@ -158,15 +159,6 @@ class EdgeRule:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> EdgeRule:
         return cls(dict(obj.get("leading", {})), dict(obj.get("trailing", {})))
-
-
-def normalise_value(value: str) -> str:
-    """The form answers are compared in: NFKC, case-folded, whitespace collapsed and stripped.
-
-    >>> normalise_value("  Main\\n STREET ")
-    'main street'
-    """
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", value).casefold()).strip()
 
 
 def normalise_record(record: Mapping[str, str]) -> dict[str, str]:

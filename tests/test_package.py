@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"training", "discover"},
     {"cascade"},
     {"audit"},
+    {"review"},
     {"report"},
     {"project", "evaluation"},
     {"server", "replay", "demo", "cli", "_uvicorn"},

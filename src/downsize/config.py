@@ -266,6 +266,8 @@ tasks:
     mode: cascade                    # cascade | shadow (teacher answers, student learns)
     spot_check_rate: 0.02            # share of student answers re-checked by the teacher
     log_text: true                   # false keeps only a hash of each request's text
+    reference: teacher               # or human: calibrate against reviewers' labels once there are enough
+    review_sample_rate: 0.01         # share of answers sampled at random for `downsize review`
 
 """,
     "multilabel": """\

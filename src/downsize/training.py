@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .students.artifacts import sha256_bytes
-from .calibration import ThresholdCalibrator
+from .calibration import ThresholdCalibrator, min_calibration_size
 from .config import Config
 from .tasks import TaskConfig
 from .errors import AnswerError, CalibrationError, CorruptArtifactError, StudentError
@@ -190,6 +190,10 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
                    delta: float | None = None) -> tuple[CalibrationRun, ThresholdCalibrator]:
     """Pick λ for the latest student on its held-out split and record the run.
 
+    With the task's ``reference: human`` the split's rows labelled by people are the reference once
+    there are enough of them (see :func:`_reference_rows`); ``details["reference_rows"]`` says how
+    many there were and what was used, and the guarantee then reads "disagrees with your reviewers".
+
     Raises
     ------
     CalibrationError
@@ -207,11 +211,15 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     if not effective:
         raise CalibrationError(f"task {task_name!r}: the calibration split of v{sv.version} has no labelled rows")
     exs = [effective[i] for i in sorted(effective)]
+    exs, people = _reference_rows(task, exs, alpha, delta)
     pred, conf = task.score(student, [e.text for e in exs])
     correct = task.disagreements(pred, _answers(task_name, task, exs)) == 0
     sources = {e.source for e in exs}
-    reference = sources.pop() if len(sources) == 1 else "mixed"
+    reference = "human" if people["used"] else sources.pop() if len(sources) == 1 else "mixed"
     cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=task.bound).fit(conf, correct)
+    guarantee = cal.guarantee_
+    if people["used"]:
+        guarantee = guarantee.replace("with the reference", "with your reviewers")
     curve = _thin([dict(r) for r in getattr(cal, "curve_", [])], cal.threshold_)
     run = CalibrationRun(
         task=task_name, student_version_id=sv.id, alpha=alpha, delta=delta,
@@ -219,12 +227,42 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
         coverage=float(cal.coverage_), coverage_lo=float(cal.coverage_interval_[0]),
         coverage_hi=float(cal.coverage_interval_[1]), n_calib=int(cal.n_), n_answered=int(cal.n_answered_),
         errors_answered=int(cal.errors_answered_), reference=reference, method=f"ltt-{task.bound.replace('_', '-')}-fst",
-        details={"guarantee": cal.guarantee_, "risk_upper": _f(getattr(cal, "risk_upper_", None)),
+        details={"guarantee": guarantee, "risk_upper": _f(getattr(cal, "risk_upper_", None)),
                  "curve": curve, "student_version": sv.version,
-                 "agreement_all": float(correct.mean())},
+                 "agreement_all": float(correct.mean()), "reference_rows": people},
     )
     store.add(run)
     return run, cal
+
+
+#: Label sources that are people's answers (``reference: human`` calibrates against these).
+_PEOPLE = ("human", "gold")
+
+
+def _reference_rows(task: TaskConfig, exs: list[Any], alpha: float, delta: float) -> tuple[list[Any], dict[str, Any]]:
+    """The calibration rows the task's ``reference`` asks for, and what was decided.
+
+    ``reference: human`` keeps only the rows whose effective label came from a person (a review
+    correction or gold) once there are at least :func:`~downsize.calibration.min_calibration_size`
+    of them (fewer could never pass any threshold); until then the task calibrates against its
+    whole split as before, and the returned note says so. People's rows are exchangeable with
+    live traffic only if the reviewed texts were (the random review sample, a gold file); the
+    targeted queue over-represents hard cases, which makes λ more conservative, not less.
+    """
+    n_people = sum(e.source in _PEOPLE for e in exs)
+    note: dict[str, Any] = {"requested": task.reference, "n_split": len(exs), "n_people": n_people, "used": False}
+    if task.reference != "human":
+        return exs, note
+    need = min_calibration_size(alpha, delta)
+    note["needed"] = need
+    if n_people < need:
+        note["note"] = (f"reference: human, but only {n_people} of the {len(exs)} calibration rows have a label "
+                        f"from a person (need {need} at alpha={alpha:g}, delta={delta:g}); calibrated against "
+                        "the split's labels as they are")
+        return exs, note
+    note["used"] = True
+    note["note"] = f"calibrated against the {n_people} calibration rows labelled by people (of {len(exs)})"
+    return [e for e in exs if e.source in _PEOPLE], note
 
 
 def _thin(curve: list[dict[str, Any]], threshold: float | None, points: int = 200) -> list[dict[str, Any]]:

@@ -108,6 +108,9 @@ def calibrate(
         t.add_row("errors among answered", f"{run.errors_answered} of {run.n_answered}")
     console.print(t)
     console.print(run.details.get("guarantee", ""), highlight=False)
+    note = (run.details.get("reference_rows") or {}).get("note")
+    if note and (run.details.get("reference_rows") or {}).get("requested") == "human":
+        console.print(note, highlight=False)
 
 
 @app.command()

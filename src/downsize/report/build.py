@@ -1,8 +1,8 @@
 """``downsize report``: what moving a task off the large model bought, and what it risked.
 
 Everything is computed from the raw rows of the store (``request_log``, ``spot_checks``,
-``calibration_runs``, ``eval_runs``, ``teacher_calls``, ``labels``) each time; no cached
-totals are trusted. :func:`build_report` returns a plain, JSON-ready ``dict``;
+``calibration_runs``, ``eval_runs``, ``teacher_calls``, ``labels``, the review tables) each
+time; no cached totals are trusted. :func:`build_report` returns a plain, JSON-ready ``dict``;
 :func:`render_html`, :func:`render_text` and :func:`to_json` only present it.
 
 Definitions (per task, over the rows of the window)
@@ -46,6 +46,12 @@ energy
     what was actually spent: with a priced teacher, an answer that has tokens but cost $0
     came from the content-addressed cache and is not charged; the teacher-only figure
     charges every request (its recorded tokens, else the task's mean tokens per call).
+reviewed-sample accuracy
+    see :mod:`downsize.review.sample`: of the requests the review queue sampled uniformly at
+    random (``review_sample_rate``, by a hash of the request id) that a person answered, the
+    share whose served answer agrees with the person's (the kind's loss is 0), with its
+    Clopper–Pearson interval; also over the sampled requests the student answered. The
+    targeted items (disagreements, contradictions, failures) are hard cases, reported apart.
 
 Times are UTC. The "what to do next" rules and their thresholds are in
 :mod:`downsize.report.advice`.
@@ -76,6 +82,7 @@ from .render.text import render_text
 from ..config import Config
 from .energy import teacher_wh_per_1k_tokens
 from ..errors import ConfigError
+from ..review import review_summary
 from ..store import CalibrationRun, RequestLog, SpotCheck, Store, StudentVersion, utcnow
 
 __all__ = [
@@ -208,6 +215,8 @@ def build_report(
         )
         for name in names
     }
+    for name, tr in task_reports.items():
+        tr["review"] = review_summary(store, config, name, start=start, end=end)
     passthrough = _passthrough(by_task.get(None, [])) if tasks is None else None
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA,

@@ -14,7 +14,7 @@ from ..store import Store
 from ._errors import install_handlers
 from ._gateway import Gateway
 from ._limits import BodyLimitMiddleware
-from .routes import chat, models, ops, tasks
+from .routes import chat, models, ops, review, tasks
 
 __all__ = ["create_app"]
 
@@ -68,6 +68,6 @@ def create_app(config: Config, *, store: Store | None = None, auth: bool = True,
     app.state.gateway = None
     install_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_body_bytes)
-    for r in (chat.router, tasks.router, models.router, ops.router):
+    for r in (chat.router, tasks.router, models.router, ops.router, review.router):
         app.include_router(r)
     return app

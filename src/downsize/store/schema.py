@@ -3,6 +3,8 @@
 Rows are only ever added, never silently overwritten: a new label for an example is a new row
 (the effective label is chosen by source priority, gold > human > teacher, then recency), a
 retrained student is a new version, and a teacher call is recorded once under its content hash.
+The two marks set on an existing row are ``revoked_at`` (an API key, or a reviewer's label that
+the reviewer undid): the row stays, and is no longer in effect.
 Answer columns (``labels.label``, ``teacher_calls.parsed_label``, the audit log's answers) hold
 the task kind's *encoded* answer (:meth:`downsize.tasks.TaskConfig.encode`): a label for
 ``classify``, JSON for the structured kinds.
@@ -29,6 +31,10 @@ __all__ = [
     "RequestLog",
     "SpotCheck",
     "ApiKey",
+    "ReviewItem",
+    "ReviewReason",
+    "Review",
+    "ReviewCursor",
     "LABEL_SOURCES",
     "dumps",
     "text_hash",
@@ -103,6 +109,8 @@ class Label(Base):
     source: Mapped[str] = mapped_column(String(16))  # teacher | human | gold
     teacher_call_id: Mapped[int | None] = mapped_column(ForeignKey("teacher_calls.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # set when the review that wrote this label was undone: the row stays, no longer in effect
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class StudentVersion(Base):
@@ -230,6 +238,79 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ReviewItem(Base):
+    """A text in a task's review queue (one per task and text hash; why it is there: its reasons)."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (UniqueConstraint("task", "text_hash", name="uq_review_item_task_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    text_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ReviewReason(Base):
+    """Why an item is in the queue: one row per source row and reason (an item may have several).
+
+    ``source``/``source_ref`` name the row it came from (``request_log``/request id,
+    ``spot_checks``/request id, ``teacher_calls``/call id, ``user``/file:line); the answers are the
+    task kind's encoded answers as that row recorded them; ``ts`` is that row's time.
+    """
+
+    __tablename__ = "review_reasons"
+    __table_args__ = (UniqueConstraint("item_id", "reason", "source_ref", name="uq_review_reason"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id"), index=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(String(32))  # sample | disagreement | user | contradicted | fallback | teacher_failed
+    priority: Mapped[float] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(String(255), default="")
+    source: Mapped[str] = mapped_column(String(32))
+    source_ref: Mapped[str] = mapped_column(String(255))
+    ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    answered_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    served_answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # what the request got
+    student_answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    student_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    teacher_answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Review(Base):
+    """A person's answer to an item (``label_id``: the ``human`` label it wrote) or a skip.
+
+    Never overwritten: a second reviewer's answer is a new row (both kept; the newer label is in
+    effect); an undo sets ``undone_at`` here and ``revoked_at`` on the label.
+    """
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("review_items.id"), index=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    reviewer: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(16))  # teacher | student | pick | edit | import | skip
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # the task kind's encoded answer
+    label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    undone_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ReviewCursor(Base):
+    """How far the queue has read one audit table for one task (the last id seen)."""
+
+    __tablename__ = "review_cursors"
+    __table_args__ = (UniqueConstraint("task", "source", name="uq_review_cursor"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32))
+    last_id: Mapped[int] = mapped_column(Integer, default=0)
 
 
 def dumps(obj: Any) -> str:

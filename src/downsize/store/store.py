@@ -172,13 +172,14 @@ class Store:
         return len(items)
 
     def labelled_examples(self, task: str, *, sources: Sequence[str] = LABEL_SOURCES) -> list[LabelledExample]:
-        """Every labelled example of ``task`` with its effective label (gold > human > teacher, newest)."""
+        """Every labelled example of ``task`` with its effective label (gold > human > teacher, newest;
+        revoked labels are not in effect)."""
         prio = {s: i for i, s in enumerate(LABEL_SOURCES)}
         best: dict[int, tuple[int, int, str, str]] = {}
         with self.session() as s:
             rows = s.execute(
                 select(Label.example_id, Label.id, Label.label, Label.source).where(
-                    Label.task == task, Label.source.in_(list(sources))
+                    Label.task == task, Label.source.in_(list(sources)), Label.revoked_at.is_(None)
                 )
             )
             for eid, lid, lab, src in rows:

@@ -82,6 +82,15 @@ class TaskConfig(BaseModel):
     )
     calibration_fraction: float = Field(default=0.3, gt=0.05, lt=0.9)
     min_examples_per_label: int = Field(default=5, ge=2)
+    reference: Literal["teacher", "human"] = Field(
+        default="teacher",
+        description="what the calibration bounds disagreement with: the teacher's labels, or (once the "
+        "calibration split has enough of them) the labels people gave (review corrections, gold)",
+    )
+    review_sample_rate: float = Field(
+        default=0.01, ge=0, le=1,
+        description="share of answered requests put in the review queue at random: the unbiased live estimate",
+    )
 
     #: Student families that fit this kind, cheapest first (``auto`` chooses among them).
     students: ClassVar[tuple[str, ...]] = ()

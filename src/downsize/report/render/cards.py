@@ -1,5 +1,5 @@
 """The cards of a task's section in the HTML report (money, guarantee, latency/energy,
-spot checks/eval, student vs teacher)."""
+spot checks/eval, student vs teacher, reviewed by people)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from . import plots
 from ..advice import LABEL_MAX_ESCALATION, LABEL_MIN_REQUESTS
 from .format import _img, _Scope, _table, ms, num, pct, usd, wh
 
-__all__ = ["guarantee_card", "labels_cards", "latency_energy_card", "money_card", "spot_eval_card"]
+__all__ = ["guarantee_card", "labels_cards", "latency_energy_card", "money_card", "review_card", "spot_eval_card"]
+
+#: How the guarantee names its reference (``calibration_runs.reference``).
+_REFERENCE_WORDS = {"human": "your reviewers"}
 
 
 def guarantee_card(name: str, t: dict[str, Any]) -> str:
@@ -35,7 +38,8 @@ def guarantee_card(name: str, t: dict[str, Any]) -> str:
     else:
         head = (
             f'<p class="guarantee">With probability ≥ {pct(1 - cal["delta"], 0)}, the student disagrees with the '
-            f"{escape(cal['reference'])} on at most <strong>{m('calibration.alpha', pct)}</strong> of the "
+            f"{escape(_REFERENCE_WORDS.get(cal['reference'], cal['reference']))} on at most "
+            f"<strong>{m('calibration.alpha', pct)}</strong> of the "
             f"requests it answers, provided live traffic is exchangeable with the calibration data.</p>"
         )
     ci = cal["coverage_interval"]
@@ -295,5 +299,61 @@ def labels_cards(name: str, t: dict[str, Any]) -> str:
             )
     else:
         parts.append('<p class="note">No cascade decisions in this window.</p>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def review_card(name: str, t: dict[str, Any]) -> str:
+    """People's reviews: the random sample's live accuracy (unbiased), apart from the targeted queue."""
+    rv = t.get("review")
+    parts = ['<div class="card review"><h3>Reviewed by people</h3>']
+    if rv is None:
+        parts.append(
+            f'<p class="note">Nothing queued for review yet: open <code>/review</code> on the gateway or run '
+            f"<code>downsize review {escape(name)}</code>.</p></div>"
+        )
+        return "".join(parts)
+    m = _Scope(t, name).m
+    sm = rv["sample"]
+    conf = pct(rv["confidence"], 0)
+    if sm and sm["n"]:
+        parts.append(
+            f'<p class="guarantee">On a uniform random sample of live requests, people agreed with the '
+            f"cascade's answer on <strong>{m('review.sample.accuracy', pct)}</strong> of "
+            f"{m('review.sample.n')} ({conf} Clopper–Pearson interval {m('review.sample.lo', pct)}–"
+            f"{m('review.sample.hi', pct)}).</p>"
+        )
+        st = sm["student"]
+        if st["n"]:
+            target = f"; the guarantee's target is ≥ {pct(1 - t['alpha'])}" if t.get("alpha") is not None else ""
+            parts.append(
+                f"<p>Of those the student answered: {m('review.sample.student.accuracy', pct)} of "
+                f"{m('review.sample.student.n')} (interval {m('review.sample.student.lo', pct)}–"
+                f"{m('review.sample.student.hi', pct)}){target}.</p>"
+            )
+    if sm:
+        parts.append(
+            f'<p class="note">{m("review.sample.sampled")} requests sampled at random (rate '
+            f"{pct(sm['rate'], 1)}), {m('review.sample.reviewed')} reviewed so far. The only unbiased "
+            "estimate of live quality: it is kept apart from the targeted items below.</p>"
+        )
+    q = rv["queue"]
+    rows = [
+        ["open / reviewed items", f"{m('review.queue.open')} / {m('review.queue.reviewed')}"],
+        ["items where reviewers disagree", m("review.queue.conflicts")],
+        ["reviewers", m("review.queue.reviewers")],
+    ]
+    tg = rv["targeted"]
+    if tg and tg["reviewed"]:
+        sw = tg["sided_with"]
+        rows.append([
+            "targeted items reviewed (hard cases, not an estimate)",
+            f"{num(tg['reviewed'])}: sided with the teacher {num(sw['teacher'])}, the student "
+            f"{num(sw['student'])}, neither {num(sw['neither'])}",
+        ])
+    open_by = ", ".join(f"{escape(k)} {num(v)}" for k, v in sorted(q["by_reason"].items()) if v)
+    parts.append(_table(["", ""], rows, "kv"))
+    if open_by:
+        parts.append(f'<p class="note">open by reason: {open_by}</p>')
     parts.append("</div>")
     return "".join(parts)

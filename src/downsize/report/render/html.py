@@ -19,6 +19,7 @@ from .cards import (
     labels_cards,
     latency_energy_card,
     money_card,
+    review_card,
     spot_eval_card,
 )
 from .format import _img, _Scope, _slug, _table, _tile, ms, num, pct, usd, wh, window_text
@@ -264,6 +265,11 @@ def _task_html(name: str, t: dict[str, Any]) -> str:
         + (
             f'<div class="grid" style="margin-top:16px">{labels_cards(name, t)}</div>'
             if t["confusion"]["n"] or t["label_escalation"]
+            else ""
+        )
+        + (
+            f'<div class="grid" style="margin-top:16px">{review_card(name, t)}</div>'
+            if t.get("review") is not None
             else ""
         )
         + "</section>"

@@ -114,6 +114,21 @@ def _task(x: dict[str, Any]) -> list[str]:
             else "none",
         ),
     ]
+    rv = x.get("review")
+    if rv is not None:
+        sm = rv["sample"]
+        rows.append((
+            "reviewed sample",
+            (
+                f"{pct(sm['accuracy'])} agree with people ({sm['agree']}/{sm['n']}, "
+                f"{pct(rv['confidence'], 0)} CI {pct(sm['lo'])}–{pct(sm['hi'])}; "
+                f"{sm['reviewed']} of {sm['sampled']} sampled requests reviewed)"
+            )
+            if sm and sm["n"]
+            else f"none reviewed yet ({sm['sampled'] if sm else 0} sampled)",
+        ))
+        q = rv["queue"]
+        rows.append(("review queue", f"{q['open']:,} open, {q['reviewed']:,} reviewed, {q['conflicts']} conflict(s)"))
     if x["eval"]:
         mt = x["eval"]["metrics"] or {}
         acc = [

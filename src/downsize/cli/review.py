@@ -192,11 +192,13 @@ def work(
 
     cfg, store = _open(config)
     with store:
+        queue = ReviewQueue(store, cfg)
+        queue.task(task)  # a deleted task: the error says its items are kept
         got = fill_queue(store, cfg, task)
         if got.new_items:
             console.print(f"{got.new_items} new item(s) from the audit log")
         who = reviewer or f"cli:{getpass.getuser()}"
-        n = run_terminal(ReviewQueue(store, cfg), task, who, _keys(), _read_line)
+        n = run_terminal(queue, task, who, _keys(), _read_line)
     console.print(f"{n} action(s) by {who}")
 
 

@@ -14,7 +14,15 @@ The gateway serves the page (``/review``, :mod:`downsize.server.routes.review`) 
 from __future__ import annotations
 
 from .io import ImportSummary, export_queue, import_reviews
-from .policy import REASONS, STRONG_CONFIDENCE, Candidate, FillSummary, add_texts, fill_queue, sampled
+from .policy import (
+    REASONS,
+    STRONG_CONFIDENCE,
+    Candidate,
+    FillSummary,
+    add_texts,
+    fill_queue,
+    sampled,
+)
 from .queue import ANSWER_ACTIONS, NoSuchItem, ReviewQueue, choices
 from .sample import review_summary
 

@@ -47,7 +47,17 @@ from sqlalchemy.exc import IntegrityError
 
 from ..config import Config
 from ..errors import AnswerError, DownsizeError
-from ..store import RequestLog, ReviewCursor, ReviewItem, ReviewReason, SpotCheck, Store, TeacherCall, text_hash, utcnow
+from ..store import (
+    RequestLog,
+    ReviewCursor,
+    ReviewItem,
+    ReviewReason,
+    SpotCheck,
+    Store,
+    TeacherCall,
+    text_hash,
+    utcnow,
+)
 from ..tasks import TaskConfig
 
 __all__ = ["REASONS", "STRONG_CONFIDENCE", "Candidate", "FillSummary", "add_texts", "fill_queue", "queue_candidates",

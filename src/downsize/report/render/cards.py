@@ -37,8 +37,8 @@ def guarantee_card(name: str, t: dict[str, Any]) -> str:
         )
     else:
         head = (
-            f'<p class="guarantee">With probability ≥ {pct(1 - cal["delta"], 0)}, the student disagrees with the '
-            f"{escape(_REFERENCE_WORDS.get(cal['reference'], cal['reference']))} on at most "
+            f'<p class="guarantee">With probability ≥ {pct(1 - cal["delta"], 0)}, the student disagrees with '
+            f"{escape(_REFERENCE_WORDS.get(cal['reference'], 'the ' + cal['reference']))} on at most "
             f"<strong>{m('calibration.alpha', pct)}</strong> of the "
             f"requests it answers, provided live traffic is exchangeable with the calibration data.</p>"
         )

@@ -31,7 +31,7 @@ from .._body import dumps, parse_json, validate
 from .._deps import Client, ClientDep
 from .._errors import ApiError
 
-__all__ = ["router", "ReviewAction"]
+__all__ = ["ReviewAction", "router"]
 
 router = APIRouter(tags=["review"])
 
@@ -122,6 +122,7 @@ async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 async def _fill(request: Request, client: Client, task: str, *, force: bool = False) -> None:
+    await _call(_queue(client).task, task)  # a deleted task: 404 saying its items are kept
     st = _state(request)
     lock = st.locks.setdefault(task, asyncio.Lock())
     async with lock:

@@ -340,3 +340,61 @@ def test_a_kind_with_a_list_of_labels(tmp_path: Path) -> None:
         got = q.answer(it["id"], "alice", how="edit", value={"labels": ["urgent", "refund", "refund"]})
         assert got["answer"] == '["refund","urgent"]'
         assert store.labelled_examples("tags")[0].label == '["refund","urgent"]'
+
+
+def test_pushed_rows_carry_the_stores_teacher_label(project: Any) -> None:
+    cfg, store = project
+    ids = store.add_examples("news", ["labelled by the teacher", "never labelled"])
+    store.add_labels("news", [(ids[0], "acq")], source="teacher")
+    add_texts(store, cfg, "news", ["labelled by the teacher", "never labelled"], source="mine.csv")
+    q = ReviewQueue(store, cfg)
+    first = q.next_item("news", "alice")
+    second = q.next_item("news", "alice", exclude=[first["id"]])
+    by_text = {it["text"]: it for it in (first, second)}
+    assert by_text["labelled by the teacher"]["teacher"]["answer"] == "acq"
+    assert by_text["never labelled"]["teacher"] is None
+    got = q.answer(by_text["labelled by the teacher"]["id"], "alice", how="teacher")
+    assert got["answer"] == "acq"
+
+
+def test_an_older_store_gains_the_review_tables_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with Store(f"sqlite:///{db}") as store:
+        ids = store.add_examples("news", ["an old text"])
+        store.add_labels("news", [(ids[0], "earn")], source="teacher")
+    con = sqlite3.connect(db)
+    for table in ("reviews", "review_reasons", "review_items", "review_cursors"):
+        con.execute(f"DROP TABLE {table}")
+    con.execute("ALTER TABLE labels DROP COLUMN revoked_at")
+    con.commit()
+    con.close()
+    cfg = config(tmp_path)
+    with Store(f"sqlite:///{db}") as store:  # opening upgrades it: new tables, the new column
+        assert [(e.text, e.label) for e in store.labelled_examples("news")] == [("an old text", "earn")]
+        add_texts(store, cfg, "news", ["an old text"], source="x.csv")
+        q = ReviewQueue(store, cfg)
+        q.answer(q.next_item("news", "alice")["id"], "alice", how="pick", value="trade")
+        assert store.labelled_examples("news")[0].label == "trade"
+
+
+def test_a_large_backlog_is_read_in_steps(project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from downsize.review import policy
+
+    cfg, store = project
+    texts, labels = reuters(50)
+    log_traffic(store, texts, labels)
+    monkeypatch.setattr(policy, "_BATCH", 7)
+    steps = []
+    while True:
+        got = fill_queue(store, cfg, "news", max_rows=14)
+        steps.append(got.scanned["request_log"])
+        if not got.more:
+            break
+    assert steps == [14, 14, 14, 8] and sum(steps) == 50
+    whole = config(Path(cfg.store_url().removeprefix("sqlite:///")).parent / "other", task={"review_sample_rate": 0.1})
+    with Store(whole.store_url()) as other:  # the same traffic read at once queues the same items
+        log_traffic(other, texts, labels)
+        fill_queue(other, whole, "news")
+        assert _reasons(other) == _reasons(store)

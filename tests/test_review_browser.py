@@ -240,3 +240,22 @@ def test_no_key_shows_no_data(browser: Browser, gateway: dict[str, Any]) -> None
         assert top["text"][:40] not in tab.js("document.documentElement.outerHTML")
     finally:
         tab.close()
+
+
+def test_a_one_megabyte_text_on_the_page(browser: Browser, gateway: dict[str, Any]) -> None:
+    store, cfg, key, srv = gateway["store"], gateway["cfg"], gateway["key"], gateway["srv"]
+    big = ("<i>a long text</i> " * 60_000)[:1_000_000]
+    add_texts(store, cfg, "news", [big], source="big.csv", priority=1000.0)
+    tab = Tab(browser, f"{srv.url}/review#key={key.secret}")
+    try:
+        tab.wait("document.body.dataset.state === 'item'")
+        assert tab.js("document.getElementById('text').textContent.length") == 1_000_000
+        assert tab.js("document.querySelector('#text i') === null")
+        assert "1,000,000 characters" in tab.js("document.getElementById('chars').textContent")
+        tab.press("3")
+        assert _current(tab)["text"] != big
+        tab.drain()
+        assert tab.problems == []
+    finally:
+        tab.close()
+    assert {e.text: e.label for e in store.labelled_examples("news")}[big] == "crude"

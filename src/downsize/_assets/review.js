@@ -56,13 +56,14 @@
     return e;
   }
 
-  function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + " %"; }
-
   function figures(st) {
     $("open").textContent = st.open.toLocaleString();
     $("reviewed").textContent = st.reviewed.toLocaleString();
-    const n = S.stamps.length;
-    const mine = n > 1 ? (n - 1) * 60000 / (S.stamps[n - 1] - S.stamps[0]) : st.throughput.per_minute;
+    // your pace over your last 20 actions of the last 5 minutes (else the server's 10-minute figure)
+    const now = Date.now();
+    const last = S.stamps.filter((t) => now - t < 300000).slice(-20);
+    const n = last.length;
+    const mine = n > 1 && last[n - 1] > last[0] ? (n - 1) * 60000 / (last[n - 1] - last[0]) : st.throughput.per_minute;
     $("rate").textContent = mine ? mine.toFixed(1) : "–";
     $("conflicts").textContent = st.conflicts ? " · " + st.conflicts + " conflict(s)" : "";
     const who = Object.entries(st.reviewers).map(([k, v]) => k + " " + v).join(", ");
@@ -249,8 +250,7 @@
     $("who").textContent = "reviewing as " + data.reviewer_name;
     const sel = $("task");
     sel.replaceChildren(...data.tasks.map((t) => {
-      const o = el("option", t.task + (t.in_config ? " (" + t.open + " open)" : " (not in the config: " +
-                                       t.open + " open items kept)"));
+      const o = el("option", t.task + (t.in_config ? "" : " (not in the config: " + t.open + " open items kept)"));
       o.value = t.task;
       o.disabled = !t.in_config;
       return o;

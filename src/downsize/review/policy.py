@@ -30,7 +30,8 @@ priority is the largest of its reasons' (ties: oldest first). Rows logged withou
 (``log_text: false``) cannot be shown to anyone; they are counted, not queued. A spot check whose
 request row is not written yet (the audit writer batches) is retried by the next fill for five
 minutes. Items whose student answer is unknown (parse failures, pushed rows) get the latest
-student's answer and confidence when there is a student.
+student's answer and confidence when there is a student; pushed rows get the teacher's label the
+store holds for the text, if any.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from sqlalchemy.exc import IntegrityError
 from ..config import Config
 from ..errors import AnswerError, DownsizeError
 from ..store import (
+    Example,
+    Label,
     RequestLog,
     ReviewCursor,
     ReviewItem,
@@ -115,6 +118,7 @@ class FillSummary:
     by_reason: dict[str, int] = field(default_factory=dict)
     no_text: int = 0
     scanned: dict[str, int] = field(default_factory=dict)
+    more: bool = False  #: rows are left to read (``max_rows``)
 
 
 def sampled(request_id: str, rate: float) -> bool:
@@ -291,8 +295,16 @@ def queue_candidates(store: Store, task_name: str, cands: Sequence[Candidate], *
 
 
 def fill_queue(store: Store, config: Config, task_name: str, *, strong: float = STRONG_CONFIDENCE,
-               now: datetime | None = None) -> FillSummary:
+               max_rows: int | None = None, now: datetime | None = None) -> FillSummary:
     """Read the audit rows written since the last fill and queue what the policy picks.
+
+    Parameters
+    ----------
+    strong : float
+        The student confidence from which an escalation it contradicted is queued.
+    max_rows : int, optional
+        Read at most about this many rows of each audit table (the rest waits for the next fill;
+        ``FillSummary.more`` says so): the gateway's page fills a large backlog in steps.
 
     Raises
     ------
@@ -307,8 +319,8 @@ def fill_queue(store: Store, config: Config, task_name: str, *, strong: float = 
         scanned = 0
         while True:
             with store.session() as s:
-                cur = _cursor(s, task_name, source)
-                start = cur.last_id
+                start = s.scalar(select(ReviewCursor.last_id).where(
+                    ReviewCursor.task == task_name, ReviewCursor.source == source)) or 0
                 if source == "request_log":
                     cands, last, n, no_text = _read_requests(s, task_name, task, start, strong)
                 elif source == "spot_checks":
@@ -335,6 +347,9 @@ def fill_queue(store: Store, config: Config, task_name: str, *, strong: float = 
             scanned += n
             if n < _BATCH or last == start:
                 break
+            if max_rows is not None and scanned >= max_rows:
+                out.more = True
+                break
         out.scanned[source] = scanned
     out.by_reason = dict(by)
     return out
@@ -350,12 +365,32 @@ def user_candidates(task_name: str, texts: Iterable[str], *, source: str, rows: 
                       priority=priority, detail=f"pushed from {source}, row {r}") for t, r in zip(texts, rows)]
 
 
+def _teacher_labels(store: Store, task_name: str, cands: list[Candidate]) -> None:
+    """Give pushed texts the teacher's label the store has for them (the newest in effect), if any."""
+    hashes: dict[str, list[Candidate]] = {}
+    for c in cands:
+        hashes.setdefault(text_hash(c.text), []).append(c)
+    found: dict[str, str] = {}
+    keys = list(hashes)
+    with store.session() as s:
+        for i in range(0, len(keys), 500):
+            found.update({h: lab for h, lab in s.execute(
+                select(Example.text_hash, Label.label).join(Label, Label.example_id == Example.id)
+                .where(Example.task == task_name, Example.text_hash.in_(keys[i:i + 500]), Label.source == "teacher",
+                       Label.revoked_at.is_(None)).order_by(Label.id))})
+    for h, lab in found.items():
+        for c in hashes[h]:
+            c.teacher_answer = lab
+
+
 def add_texts(store: Store, config: Config, task_name: str, texts: Iterable[str], *, source: str,
               rows: Sequence[int] | None = None, priority: float | None = None) -> FillSummary:
-    """Push texts into a task's queue (reason ``user``), with the latest student's answers."""
+    """Push texts into a task's queue (reason ``user``), with the teacher's label the store has for
+    them and the latest student's answer."""
     task = config.task(task_name)
     cands = [c for c in user_candidates(task_name, texts, source=source, rows=rows, priority=priority)
              if c.text.strip()]
+    _teacher_labels(store, task_name, cands)
     _score_missing(store, task_name, task, cands)
     new_items, added = queue_candidates(store, task_name, cands)
     return FillSummary(task_name, new_items, sum(added.values()), dict(added), 0, {"user": len(cands)})

@@ -37,6 +37,7 @@ router = APIRouter(tags=["review"])
 
 _LEASE_S = 120.0
 _FILL_EVERY_S = 10.0
+_FILL_ROWS = 20_000  # per audit table and request: a large backlog is read in steps
 _SECURITY = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
                                "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
@@ -128,7 +129,9 @@ async def _fill(request: Request, client: Client, task: str, *, force: bool = Fa
     async with lock:
         if not force and time.monotonic() - st.filled.get(task, float("-inf")) < _FILL_EVERY_S:
             return
-        await _call(fill_queue, client.gateway.store, client.gateway.config, task)
+        got = await _call(fill_queue, client.gateway.store, client.gateway.config, task, max_rows=_FILL_ROWS)
+        if got.more:  # a large backlog: read on at the next request
+            return
         st.filled[task] = time.monotonic()
 
 

@@ -34,14 +34,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from _review_data import config, log_traffic, reuters  # noqa: E402
-from test_report_browser import CHROMIUM, Browser  # noqa: E402
-from test_review_browser import Tab  # noqa: E402
+from _review_data import config, log_traffic, reuters
+from test_report_browser import CHROMIUM, Browser
+from test_review_browser import Tab
 
-from downsize.review import fill_queue  # noqa: E402
-from downsize.server import ServerThread, create_app  # noqa: E402
-from downsize.server.keys import create_key  # noqa: E402
-from downsize.store import Store  # noqa: E402
+from downsize.review import fill_queue
+from downsize.server import ServerThread, create_app
+from downsize.server.keys import create_key
+from downsize.store import Store
 
 TARGET_PER_MIN = 20.0
 KEYS = ["1", "a", "s", "2", "a", "3", "s", "4"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +13,6 @@ from _review_data import LABELS, config, log_traffic, reuters
 from sqlalchemy import func, select
 
 from downsize.audit import AuditRecord, SpotCheckRecord
-from downsize.config import Config
 from downsize.errors import AnswerError, ConfigError, DataError
 from downsize.review import (
     REASONS,
@@ -25,7 +24,6 @@ from downsize.review import (
     sampled,
 )
 from downsize.store import Label, Review, ReviewItem, ReviewReason, Store, text_hash
-from downsize.tasks import TaskConfig, dumps_answer
 
 
 @pytest.fixture
@@ -273,75 +271,6 @@ def test_import_reports_every_bad_line_by_number_and_imports_nothing(project: An
         assert s.scalar(select(func.count()).select_from(Review)) == 0
 
 
-class TagsTask(TaskConfig):
-    """A minimal multi-label kind (only what the queue uses), to show the queue is kind-generic."""
-
-    kind: Literal["tags"] = "tags"
-    labels: dict[str, str]
-    students: ClassVar[tuple[str, ...]] = ()
-
-    def prompt(self) -> str:
-        return self.instructions
-
-    def answer_schema(self) -> dict[str, Any]:
-        return {"type": "object", "properties": {"labels": {"type": "array", "items": {"enum": list(self.labels)}}}}
-
-    def parse(self, raw: str) -> Any:
-        return self.normalise(json.loads(raw))
-
-    def normalise(self, value: Any) -> tuple[str, ...]:
-        if isinstance(value, dict) and set(value) == {"labels"}:
-            value = value["labels"]
-        if not isinstance(value, list | tuple) or any(v not in self.labels for v in value):
-            raise AnswerError(f"{value!r} is not a list of the labels ({', '.join(self.labels)})")
-        return tuple(sorted(set(value)))
-
-    def encode(self, answer: tuple[str, ...]) -> str:
-        return dumps_answer(list(answer))
-
-    def decode(self, text: str) -> tuple[str, ...]:
-        return self.normalise(json.loads(text))
-
-    def to_json(self, answer: tuple[str, ...]) -> dict[str, Any]:
-        return {"labels": list(answer)}
-
-    def loss(self, answer: Any, reference: Any) -> float:
-        return 0.0 if answer == reference else 1.0
-
-    def metrics(self, answers: Any, gold: Any) -> dict[str, float]:
-        raise NotImplementedError
-
-    def targets(self, answers: Any) -> Any:
-        raise NotImplementedError
-
-    def score(self, student: Any, texts: Any) -> Any:
-        raise NotImplementedError
-
-    def check_training(self, task_name: str, answers: Any) -> dict[str, int]:
-        raise NotImplementedError
-
-
-def test_a_kind_with_a_list_of_labels(tmp_path: Path) -> None:
-    base = config(tmp_path)
-    tags = TagsTask(instructions="Tag it.", labels={"urgent": "", "refund": "", "bug": ""})
-    cfg = Config.model_construct(**{**dict(base), "tasks": {"tags": tags}})
-    with Store(cfg.store_url()) as store:
-        store.log_requests([AuditRecord(
-            request_id="t-1", task="tags", model="downsize/tags", input_hash=text_hash("x"), input_text="refund now!",
-            answer=tags.encode(("refund",)), answered_by="teacher", latency_ms=1.0, confidence=0.95,
-            student_label=tags.encode(("bug", "refund")), teacher_label=tags.encode(("refund",))).row()])
-        assert fill_queue(store, cfg, "tags").by_reason == {"contradicted": 1}
-        q = ReviewQueue(store, cfg)
-        it = q.next_item("tags", "alice")
-        assert it["choices"] == {"mode": "multi", "key": "labels", "options": ["urgent", "refund", "bug"]}
-        assert it["student"]["json"] == {"labels": ["bug", "refund"]} and it["draft"] == {"labels": ["refund"]}
-        with pytest.raises(AnswerError, match="list of the labels"):
-            q.answer(it["id"], "alice", how="edit", value={"labels": ["refund", "nope"]})
-        got = q.answer(it["id"], "alice", how="edit", value={"labels": ["urgent", "refund", "refund"]})
-        assert got["answer"] == '["refund","urgent"]'
-        assert store.labelled_examples("tags")[0].label == '["refund","urgent"]'
-
-
 def test_pushed_rows_carry_the_stores_teacher_label(project: Any) -> None:
     cfg, store = project
     ids = store.add_examples("news", ["labelled by the teacher", "never labelled"])
@@ -398,3 +327,15 @@ def test_a_large_backlog_is_read_in_steps(project: Any, monkeypatch: pytest.Monk
         log_traffic(other, texts, labels)
         fill_queue(other, whole, "news")
         assert _reasons(other) == _reasons(store)
+
+
+def test_a_reviewer_who_answers_again_changes_only_their_own_answer(project: Any) -> None:
+    cfg, store = project
+    add_texts(store, cfg, "news", ["first crude, then trade"], source="x.csv")
+    q = ReviewQueue(store, cfg)
+    item = q.next_item("news", "alice")["id"]
+    q.answer(item, "alice", how="pick", value="crude")
+    assert q.answer(item, "alice", how="pick", value="trade")["conflict"] == []
+    assert not q.item(item)["conflict"] and q.stats("news")["conflicts"] == 0
+    assert q.answer(item, "bob", how="pick", value="crude")["conflict"][0]["answer"] == "trade"
+    assert q.stats("news")["conflicts"] == 1

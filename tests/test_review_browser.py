@@ -259,3 +259,36 @@ def test_a_one_megabyte_text_on_the_page(browser: Browser, gateway: dict[str, An
     finally:
         tab.close()
     assert {e.text: e.label for e in store.labelled_examples("news")}[big] == "crude"
+
+
+def test_a_list_of_labels_by_keyboard(browser: Browser, tmp_path: Path) -> None:
+    """A kind whose answer is a list of labels: number keys toggle, Enter saves, e edits the JSON."""
+    from test_review_kinds import TagsTask
+
+    from downsize.config import Config
+
+    tags = TagsTask(instructions="Tag it.", labels={"urgent": "", "refund": "", "bug": ""})
+    cfg = Config.model_construct(**{**dict(config(tmp_path)), "tasks": {"tags": tags}})
+    with Store(cfg.store_url()) as store:
+        add_texts(store, cfg, "tags", ["refund now, the app crashed", "just saying hi"], source="x.csv")
+        key = create_key(store, "alice")
+        with ServerThread(create_app(cfg, store=store)) as srv:
+            tab = Tab(browser, f"{srv.url}/review#key={key.secret}")
+            try:
+                tab.wait("document.body.dataset.state === 'item'")
+                first = _current(tab)["text"]
+                for k in ("1", "3", "1", "2"):  # urgent on, bug on, urgent off, refund on
+                    tab.key(k)
+                tab.wait("document.querySelectorAll('#choices li.on').length === 2")
+                tab.press("Enter")
+                tab.key("e")
+                tab.wait("window.__review.editing")
+                tab.key("a", modifiers=2)
+                tab.b.send("Input.insertText", {"text": '{"labels": []}'}, session=tab.sid)
+                tab.press("Enter", modifiers=2)
+                tab.drain()
+                assert tab.problems == []
+            finally:
+                tab.close()
+        got = {e.text: e.label for e in store.labelled_examples("tags")}
+    assert got == {first: '["bug","refund"]', ({"refund now, the app crashed", "just saying hi"} - {first}).pop(): "[]"}

@@ -6,7 +6,8 @@ Every action is a new :class:`~downsize.store.Review` row. An answer also writes
 ``downsize train`` learns from it and, with ``reference: human``, the next calibration bounds
 disagreement with it; the label priority gold > human > teacher applies, and between people the
 newest answer is in effect. Two reviewers on one item are both kept, and the item shows the
-conflict. An undo marks the reviewer's last action undone and revokes the label it wrote.
+conflict (a reviewer who answers an item again only changes their own answer). An undo marks
+the reviewer's last action undone and revokes the label it wrote.
 
 An item is *open* until someone answers it; a skip only hides it from the reviewer who skipped.
 Answers are validated by the task's kind (:meth:`~downsize.tasks.TaskConfig.normalise`), so
@@ -65,6 +66,16 @@ def _shown(task: TaskConfig, encoded: str | None) -> dict[str, Any] | None:
         return {"answer": encoded, "shown": task.render(a, json_mode=False), "json": task.to_json(a), "valid": True}
     except AnswerError as exc:
         return {"answer": encoded, "shown": encoded, "json": None, "valid": False, "error": str(exc)}
+
+
+def _in_effect(reviews: Iterable[Any]) -> dict[str, Any]:
+    """Each reviewer's newest answer that is not undone (a reviewer who answers again changes their
+    own answer; two reviewers who differ are a conflict)."""
+    out: dict[str, Any] = {}
+    for v in sorted(reviews, key=lambda v: v.id):
+        if v.undone_at is None and v.action != "skip":
+            out[v.reviewer] = v
+    return out
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -154,7 +165,7 @@ class ReviewQueue:
                                                      "confidence": student.student_confidence},
             "teacher": None if teacher is None else {**(_shown(cfg, teacher.teacher_answer) or {}), "confidence": None},
             "reviews": [self._review(cfg, v, names) for v in reviews],
-            "conflict": len({v.answer for v in active}) > 1,
+            "conflict": len({v.answer for v in _in_effect(reviews).values()}) > 1,
             "choices": choices(cfg),
             "draft": None if draft is None or not draft["valid"] else draft["json"],
         }
@@ -219,9 +230,8 @@ class ReviewQueue:
                         label_id=label.id)
             s.add(rv)
             s.flush()
-            others = s.scalars(select(Review).where(
-                Review.item_id == item_id, Review.id != rv.id, Review.undone_at.is_(None),
-                Review.action != "skip", Review.answer != encoded).order_by(Review.id)).all()
+            others = [v for v in _in_effect(s.scalars(select(Review).where(Review.item_id == item_id))).values()
+                      if v.answer != encoded]
             names = self._names(s)
             return {"review_id": rv.id, "item_id": item_id, "answer": encoded,
                     "shown": cfg.render(answer, json_mode=False),
@@ -269,9 +279,12 @@ class ReviewQueue:
                            func.count(distinct(ReviewReason.item_id)).filter(ReviewReason.item_id.in_(answered)))
                     .where(ReviewReason.task == task).group_by(ReviewReason.reason)):
                 by_reason[reason] = {"items": int(n), "reviewed": int(done), "open": int(n) - int(done)}
-            conflicts = int(s.scalar(select(func.count()).select_from(
-                select(Review.item_id).where(*active, Review.action != "skip").group_by(Review.item_id)
-                .having(func.count(distinct(Review.answer)) > 1).subquery())) or 0)
+            many = select(Review.item_id).where(*active, Review.action != "skip").group_by(Review.item_id) \
+                .having(func.count(distinct(Review.answer)) > 1)
+            by_item: dict[int, list[Review]] = {}
+            for v in s.scalars(select(Review).where(Review.item_id.in_(many))):
+                by_item.setdefault(v.item_id, []).append(v)
+            conflicts = sum(len({v.answer for v in _in_effect(vs).values()}) > 1 for vs in by_item.values())
             who = dict(s.execute(select(Review.reviewer, func.count()).where(*active, Review.action != "skip")
                                  .group_by(Review.reviewer)).all())
             q = select(Review.created_at).where(*active, Review.created_at >= now - _THROUGHPUT_WINDOW)

@@ -262,18 +262,15 @@ def test_a_one_megabyte_text_on_the_page(browser: Browser, gateway: dict[str, An
 
 
 def test_a_list_of_labels_by_keyboard(browser: Browser, tmp_path: Path) -> None:
-    """A kind whose answer is a list of labels: number keys toggle, Enter saves, e edits the JSON."""
-    from test_review_kinds import TagsTask
+    """A multilabel task: number keys toggle, Enter saves, e edits the JSON."""
+    from test_review_kinds import kinds_config
 
-    from downsize.config import Config
-
-    tags = TagsTask(instructions="Tag it.", labels={"urgent": "", "refund": "", "bug": ""})
-    cfg = Config.model_construct(**{**dict(config(tmp_path)), "tasks": {"tags": tags}})
+    cfg = kinds_config(tmp_path)
     with Store(cfg.store_url()) as store:
         add_texts(store, cfg, "tags", ["refund now, the app crashed", "just saying hi"], source="x.csv")
         key = create_key(store, "alice")
         with ServerThread(create_app(cfg, store=store)) as srv:
-            tab = Tab(browser, f"{srv.url}/review#key={key.secret}")
+            tab = Tab(browser, f"{srv.url}/review?task=tags#key={key.secret}")
             try:
                 tab.wait("document.body.dataset.state === 'item'")
                 first = _current(tab)["text"]

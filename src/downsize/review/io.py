@@ -97,7 +97,7 @@ def _check(line: Any, n: int, config: Config, items: dict[int, ReviewItem]) -> t
     if task not in config.tasks:
         return f"task {task!r} is not in the config (tasks: {', '.join(sorted(config.tasks)) or 'none'})", None
     try:
-        config.tasks[task].normalise(line["answer"])
+        config.tasks[task].normalise(line["answer"], text)
     except AnswerError as exc:
         return f"answer {json.dumps(line['answer'], ensure_ascii=False)[:80]}: {exc}", None
     reviewer = line.get("reviewer")

@@ -131,7 +131,7 @@ def sampled(request_id: str, rate: float) -> bool:
 
 def _differs(task: TaskConfig, a: str, b: str) -> bool:
     try:
-        return task.loss(task.decode(a), task.decode(b)) > 0
+        return task.disagreement(task.decode(a), task.decode(b)) > 0
     except AnswerError:  # an answer the task no longer knows: compare the text forms
         return a != b
 

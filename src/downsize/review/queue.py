@@ -17,6 +17,7 @@ one enumerated property (a label, or a list of labels).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,13 +58,32 @@ def choices(task: TaskConfig) -> dict[str, Any]:
     return {"mode": "none", "key": None, "options": []}
 
 
-def _shown(task: TaskConfig, encoded: str | None) -> dict[str, Any] | None:
+def _editable(task: TaskConfig, answer: Any, encoded: str, text: str | None) -> Any:
+    """The JSON a reviewer edits: the answer object if it reads back as the same answer, else the
+    store's JSON form (an object whose typed values are no longer spans of the text, e.g. a number
+    field's ``1250`` for the text's ``1,250.00``, would be refused unchanged)."""
+    forms = [task.to_json(answer)]
+    try:
+        forms.append(json.loads(encoded))
+    except ValueError:
+        pass
+    for form in forms:
+        try:
+            if task.normalise(form, text) == answer:
+                return form
+        except AnswerError:
+            continue
+    return forms[0]
+
+
+def _shown(task: TaskConfig, encoded: str | None, text: str | None = None) -> dict[str, Any] | None:
     """An encoded answer as the page shows it (``json`` is None if the task no longer takes it)."""
     if encoded is None:
         return None
     try:
         a = task.decode(encoded)
-        return {"answer": encoded, "shown": task.render(a, json_mode=False), "json": task.to_json(a), "valid": True}
+        return {"answer": encoded, "shown": task.render(a, json_mode=False),
+                "json": _editable(task, a, encoded, text), "valid": True}
     except AnswerError as exc:
         return {"answer": encoded, "shown": encoded, "json": None, "valid": False, "error": str(exc)}
 
@@ -152,18 +172,20 @@ class ReviewQueue:
         student = next((r for r in reasons if r.student_answer is not None), None)
         teacher = next((r for r in reasons if r.teacher_answer is not None), None)
         active = [v for v in reviews if v.undone_at is None and v.action != "skip"]
-        draft = next((x for x in (_shown(cfg, v.answer) for v in reversed(active)) if x and x["valid"]), None) or \
-            _shown(cfg, teacher.teacher_answer if teacher else None) or \
-            _shown(cfg, student.student_answer if student else None)
+        text = item.text
+        draft = next((x for x in (_shown(cfg, v.answer, text) for v in reversed(active)) if x and x["valid"]),
+                     None) or _shown(cfg, teacher.teacher_answer if teacher else None, text) or \
+            _shown(cfg, student.student_answer if student else None, text)
         return {
             "id": item.id, "task": item.task, "kind": cfg.kind, "text": item.text, "text_hash": item.text_hash,
             "chars": len(item.text), "priority": max((r.priority for r in reasons), default=0.0),
             "reasons": [{"reason": r.reason, "label": REASONS.get(r.reason, (0, r.reason))[1], "detail": r.detail,
                          "priority": r.priority, "source": r.source, "source_ref": r.source_ref, "ts": _iso(r.ts),
-                         "answered_by": r.answered_by, "served": _shown(cfg, r.served_answer)} for r in reasons],
-            "student": None if student is None else {**(_shown(cfg, student.student_answer) or {}),
+                         "answered_by": r.answered_by, "served": _shown(cfg, r.served_answer, text)} for r in reasons],
+            "student": None if student is None else {**(_shown(cfg, student.student_answer, text) or {}),
                                                      "confidence": student.student_confidence},
-            "teacher": None if teacher is None else {**(_shown(cfg, teacher.teacher_answer) or {}), "confidence": None},
+            "teacher": None if teacher is None else {**(_shown(cfg, teacher.teacher_answer, text) or {}),
+                                                     "confidence": None},
             "reviews": [self._review(cfg, v, names) for v in reviews],
             "conflict": len({v.answer for v in _in_effect(reviews).values()}) > 1,
             "choices": choices(cfg),
@@ -215,7 +237,7 @@ class ReviewQueue:
                     raise AnswerError(f"item #{item_id} has no {how} answer to accept: pick or edit one")
                 answer = cfg.decode(enc)
             else:
-                answer = cfg.normalise(value)
+                answer = cfg.normalise(value, item.text)  # kinds whose answers are spans check them
             encoded = cfg.encode(answer)
             eid = s.scalar(select(Example.id).where(Example.task == item.task, Example.text_hash == item.text_hash))
             if eid is None:

@@ -38,7 +38,7 @@ def _loss(cfg: TaskConfig, a: str | None, b: str | None) -> float | None:
     if a is None or b is None:
         return None
     try:
-        return float(cfg.loss(cfg.decode(a), cfg.decode(b)))
+        return float(cfg.disagreement(cfg.decode(a), cfg.decode(b)))
     except AnswerError:
         return None
 

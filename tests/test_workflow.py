@@ -15,6 +15,7 @@ from downsize.demo import demo_data
 from downsize.errors import CalibrationError, CorruptArtifactError, DataError, NotCalibratedError, StudentError
 from downsize.project import Project
 from downsize.replay import ReplayServer
+from downsize.training import student_dir
 
 CONFIG = """\
 store: sqlite:///.downsize/downsize.db
@@ -145,7 +146,7 @@ def test_teacher_down_falls_back_to_the_student_and_drops_nothing(project: Proje
 
 def test_corrupted_student_file_is_detected(project: Project) -> None:
     sv = project.store.latest_student("news")
-    files = [f for f in Path(sv.path).iterdir() if f.name != "manifest.json"]
+    files = [f for f in student_dir(sv, project.config.home_dir()).iterdir() if f.name != "manifest.json"]
     victim = max(files, key=lambda f: f.stat().st_size)
     data = bytearray(victim.read_bytes())
     orig = bytes(data)

@@ -8,6 +8,7 @@ version, and records the split so that ``calibrate_task`` uses exactly the held-
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ from .errors import AnswerError, CalibrationError, CorruptArtifactError, Student
 from .store import CalibrationRun, Store, StudentVersion
 from .students import available, load_student, make_student
 
-__all__ = ["TrainResult", "train_task", "calibrate_task", "load_student_version", "candidate_kinds"]
+__all__ = ["TrainResult", "train_task", "calibrate_task", "load_student_version", "student_dir",
+           "candidate_kinds"]
 
 
 @dataclass
@@ -156,13 +158,14 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     agreement = float(np.mean(task.disagreements(task.score(student, X_cal)[0], [y[i] for i in idx_cal]) == 0))
 
     version = store.next_student_version(task_name)
-    path = config.home_dir() / "students" / task_name / f"v{version}"
+    rel = Path("students") / task_name / f"v{version}"  # stored relative to the home: a moved project works
+    path = config.home_dir() / rel
     if path.exists():
         raise StudentError(f"{path} already exists; refusing to overwrite a saved student")
     student.save(path)
     manifest = path / "manifest.json"
     row = StudentVersion(
-        task=task_name, version=version, kind=kind, path=str(path), sha256=_sha256(manifest),
+        task=task_name, version=version, kind=kind, path=rel.as_posix(), sha256=_sha256(manifest),
         size_bytes=_dir_size(path), labels=[str(c) for c in getattr(student, "classes_", [])], n_train=len(X_tr),
         n_calib=len(idx_cal), calib_example_ids=[int(ids[i]) for i in idx_cal], train_seconds=train_s,
         metrics={"holdout_agreement": agreement, "label_counts": dict(counts), "selection": selection,
@@ -173,9 +176,35 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
                        row.size_bytes, agreement, dict(counts), selection, reason)
 
 
-def load_student_version(sv: StudentVersion) -> Any:
-    """Load a saved student, checking its manifest against the checksum in the store."""
-    path = Path(sv.path)
+def student_dir(sv: StudentVersion, home: str | os.PathLike[str] | None) -> Path:
+    """The directory of a saved student: its stored path resolved against the project's ``home``.
+
+    Paths are stored relative to the home (``students/<task>/v<N>``), so a moved or copied project
+    loads its own files. Rows written before that hold absolute paths: used as they are, or, when
+    nothing is there any more (a moved project), the same place under ``home``.
+
+    Raises
+    ------
+    StudentError
+        A relative path and no ``home`` to resolve it against.
+    """
+    p = Path(sv.path)
+    if p.is_absolute():
+        if home is not None and not p.exists():
+            here = Path(home) / "students" / sv.task / f"v{sv.version}"
+            if (here / "manifest.json").exists():
+                return here
+        return p
+    if home is None:
+        raise StudentError(f"student {sv.task} v{sv.version}: its path {sv.path!r} is relative to the project's "
+                           "home, and no home was given to resolve it")
+    return Path(home) / p
+
+
+def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None = None) -> Any:
+    """Load a saved student (its path resolved by :func:`student_dir`), checking its manifest against
+    the checksum in the store."""
+    path = student_dir(sv, home)
     manifest = path / "manifest.json"
     if not manifest.exists():
         raise StudentError(f"student {sv.task} v{sv.version}: {manifest} is missing (was {path} moved or deleted?)")
@@ -206,7 +235,7 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     sv = store.latest_student(task_name)
     if sv is None:
         raise CalibrationError(f"task {task_name!r} has no trained student: run `downsize train {task_name}` first")
-    student = load_student_version(sv)
+    student = load_student_version(sv, config.home_dir())
     cal_ids = set(sv.calib_example_ids)
     effective = {e.example_id: e for e in store.labelled_examples(task_name) if e.example_id in cal_ids}
     if not effective:

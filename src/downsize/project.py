@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,12 +108,15 @@ class Project:
         ids = self.store.add_examples(task, data.texts, source=str(path))
         return self.store.add_labels(task, zip(ids, (t.encode(a) for a in answers)), source=source)
 
-    def train(self, task: str, *, kind: str | None = None, seed: int = 0) -> TrainResult:
-        return train_task(self.store, self.config, task, kind=kind, seed=seed)
+    def train(self, task: str, *, kind: str | None = None, seed: int = 0,
+              progress: Callable[[str], None] | None = None) -> TrainResult:
+        return train_task(self.store, self.config, task, kind=kind, seed=seed, progress=progress)
 
     def calibrate(self, task: str, *, alpha: float | None = None, delta: float | None = None
                   ) -> tuple[CalibrationRun, ThresholdCalibrator]:
-        return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta)
+        tokens = self.teacher_token_estimate(task)
+        cost = self.config.teacher_for(task).cost(int(round(tokens[0])), int(round(tokens[1])))
+        return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta, cost_per_request=cost)
 
     # -- the cascade ----------------------------------------------------------------------
     def cascade(self, task: str, *, teacher: AsyncTeacher | None = None, require_calibration: bool = True) -> Cascade:

@@ -27,6 +27,9 @@ Students (one module each)
 
 Extraction (``kind: extract``)
 ------------------------------
+``EnsembleStudent``
+    the average of the calibrated probabilities of fitted members (``student: ensemble``; ``auto``
+    considers it, from the members' out-of-fold probabilities, without fitting anything again).
 ``TaggerStudent``
     a linear-chain CRF (crfsuite) over tokens (:mod:`.tagger.spans`) onto which the teacher's field
     values or entity mentions are aligned (:mod:`.tagger.align`); answers a record ``{field: value}``
@@ -45,6 +48,7 @@ from ..errors import StudentError
 from .artifacts import read_manifest
 from .base import Student
 from .encoder import minilm_available
+from .ensemble import EnsembleStudent
 from .minilm import MiniLMStudent
 from .tagger import TaggerStudent
 from .tfidf import TfidfStudent
@@ -54,6 +58,7 @@ __all__ = [
     "TfidfStudent",
     "MiniLMStudent",
     "TaggerStudent",
+    "EnsembleStudent",
     "STUDENTS",
     "FAMILIES",
     "available",
@@ -63,18 +68,20 @@ __all__ = [
 ]
 
 #: Saved students by the ``name`` in their manifest (what :func:`load_student` dispatches on).
-STUDENTS: dict[str, type[Any]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent, "tagger": TaggerStudent}
+STUDENTS: dict[str, type[Any]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent, "tagger": TaggerStudent,
+                                  "ensemble": EnsembleStudent}
 
 #: (task kind, family) → the student class and the parameters that family fixes. A task's
 #: ``student:`` names a family; its kind (``TaskConfig.students``) says which families fit it.
 FAMILIES: dict[tuple[str, str], tuple[type[Any], dict[str, Any]]] = {
     ("classify", "tfidf"): (TfidfStudent, {}),
     ("classify", "minilm"): (MiniLMStudent, {}),
+    ("classify", "ensemble"): (EnsembleStudent, {}),
     ("extract", "crf"): (TaggerStudent, {}),
 }
 
 #: Families that need an optional extra, and the extra.
-_EXTRAS = {"minilm": ("minilm", minilm_available)}
+_EXTRAS = {"minilm": ("minilm", minilm_available), "ensemble": ("minilm", minilm_available)}
 
 
 def available(family: str, *, task_kind: str = "classify") -> bool:

@@ -189,7 +189,7 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     reason = f"configured student {kind!r}"
     oof: OutOfFold | None = None
     t0 = time.perf_counter()
-    if crossfit or kind == "auto":
+    if crossfit or kind in ("auto", "ensemble"):
         fold_of = folds(len(X_tr), max(task.calibration_folds, 3), task.strata(y_tr), seed)
         selection, best, oof = _fit_and_judge(task, kind, X_tr, y_tr, fold_of, make, event)
         if kind == "auto":

@@ -128,6 +128,8 @@ def load_student(directory: str | os.PathLike[str], **runtime: Any) -> Student:
             f"{directory}: unknown student kind {name!r}; this downsize knows {', '.join(STUDENTS)}"
         )
     cls = STUDENTS[name]
+    if getattr(cls, "composite", False):  # an ensemble loads its members with this function
+        return cls.load(directory, load_member=load_student)
     if not hasattr(cls, "_from_manifest"):  # a student that is not a Student subclass loads itself
         return cls.load(directory)
     runtime = {k: v for k, v in runtime.items() if k in cls._runtime_params}

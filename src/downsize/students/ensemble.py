@@ -31,10 +31,9 @@ class EnsembleStudent(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    members : tuple of str, default=("tfidf", "minilm")
-        Student families to fit (``make_student`` names for classify tasks).
-    member_params : dict or None
-        ``{family: {param: value}}`` passed to each member.
+    members : sequence of (name, estimator) or None
+        Unfitted students to fit (cloned), as in scikit-learn's ``VotingClassifier``. Training
+        builds ensembles from already fitted members with :meth:`from_fitted` instead.
     random_state : int, default=0
 
     Attributes
@@ -48,10 +47,11 @@ class EnsembleStudent(ClassifierMixin, BaseEstimator):
     name = "ensemble"
     version = 1
 
-    def __init__(self, *, members: tuple[str, ...] = ("tfidf", "minilm"),
-                 member_params: dict[str, dict[str, Any]] | None = None, random_state: int = 0) -> None:
+    #: ``load`` needs a loader for its members (the package's ``load_student``).
+    composite = True
+
+    def __init__(self, *, members: Any = None, random_state: int = 0) -> None:
         self.members = members
-        self.member_params = member_params
         self.random_state = random_state
 
     @classmethod
@@ -59,7 +59,8 @@ class EnsembleStudent(ClassifierMixin, BaseEstimator):
         """An ensemble of already fitted students (``{family: student}``): nothing is refitted."""
         if len(members) < 2:
             raise StudentError(f"an ensemble needs at least 2 members, got {len(members)}")
-        ens = cls(members=tuple(members), random_state=random_state)
+        ens = cls(random_state=random_state)
+        ens.names_ = list(members)
         ens._set_members(list(members.values()))
         return ens
 
@@ -69,14 +70,14 @@ class EnsembleStudent(ClassifierMixin, BaseEstimator):
         self.n_train_ = int(max(getattr(m, "n_train_", 0) for m in fitted))
 
     def fit(self, X: Any, y: Any) -> EnsembleStudent:
-        from . import make_student
+        from sklearn.base import clone
 
-        if len(self.members) < 2:
-            raise StudentError(f"an ensemble needs at least 2 members, got {list(self.members)}")
-        params = self.member_params or {}
-        fitted = [make_student(f, **{"random_state": self.random_state, **params.get(f, {})}).fit(X, y)
-                  for f in self.members]
-        self._set_members(fitted)
+        members = list(self.members or [])
+        if len(members) < 2:
+            raise StudentError("an ensemble needs at least 2 members, given as (name, student) pairs; "
+                               f"got {len(members)} (training builds one from the candidates it fitted)")
+        self.names_ = [str(n) for n, _ in members]
+        self._set_members([clone(m).fit(X, y) for _, m in members])
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -106,19 +107,18 @@ class EnsembleStudent(ClassifierMixin, BaseEstimator):
         if directory.is_dir() and any(directory.iterdir()) and not overwrite:
             raise StudentError(f"{directory}: directory is not empty; choose a new one or pass overwrite=True")
         pins = []
-        for i, (family, m) in enumerate(zip(self.members, self.members_, strict=True)):
+        for i, (family, m) in enumerate(zip(self.names_, self.members_, strict=True)):
             sub = m.save(directory / f"m{i}", overwrite=overwrite)
             pins.append({"dir": f"m{i}", "family": family, "manifest_sha256": sha256_bytes((sub / MANIFEST).read_bytes())})
         write_artifact(directory, {}, name=self.name, version=self.version, classes=[str(c) for c in self.classes_],
-                       params={"members": list(self.members), "random_state": self.random_state},
+                       params={"members": list(self.names_), "random_state": self.random_state},
                        extra={"n_train": self.n_train_, "members": pins}, overwrite=True)
         self.size_bytes_ = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> EnsembleStudent:
-        from . import load_student
-
+    def load(cls, directory: str | os.PathLike[str], *, load_member: Any) -> EnsembleStudent:
+        """Load the ensemble and each member (with ``load_member``, the package's ``load_student``)."""
         directory = Path(directory)
         manifest, _ = read_manifest(directory)
         if manifest["name"] != cls.name:
@@ -128,8 +128,9 @@ class EnsembleStudent(ClassifierMixin, BaseEstimator):
             sub = directory / pin["dir"]
             if not (sub / MANIFEST).exists() or sha256_bytes((sub / MANIFEST).read_bytes()) != pin["manifest_sha256"]:
                 raise CorruptArtifactError(f"{sub / MANIFEST}: missing or not the member this ensemble was saved with")
-            fitted.append(load_student(sub))
-        ens = cls(members=tuple(manifest["params"]["members"]), random_state=manifest["params"].get("random_state", 0))
+            fitted.append(load_member(sub))
+        ens = cls(random_state=manifest["params"].get("random_state", 0))
+        ens.names_ = [str(n) for n in manifest["params"]["members"]]
         ens._set_members(fitted)
         ens.size_bytes_ = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
         return ens

@@ -46,6 +46,10 @@ class TrainResult:
     label_counts: dict[str, int]
     selection: list[dict[str, Any]] = field(default_factory=list)
     selection_reason: str = ""
+    #: Labels too rare to learn (label → why): the student never gives them, the teacher answers.
+    teacher_only: dict[str, str] = field(default_factory=dict)
+    #: Labelled rows with such a label (none trained on; those in the calibration split count as errors).
+    teacher_only_rows: int = 0
 
 
 def candidate_kinds(task: TaskConfig) -> list[str]:
@@ -121,10 +125,15 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
                seed: int = 0, student_params: dict[str, dict[str, Any]] | None = None) -> TrainResult:
     """Train a new student version for ``task_name`` from the store's labels.
 
+    Labels with fewer than the task's ``min_examples_per_label`` examples are left to the teacher
+    (:meth:`~downsize.tasks.TaskConfig.teacher_only`): their rows are not trained on but keep their
+    share of the calibration split, where :func:`calibrate_task` counts any student answer on them
+    as an error; the version records them (``metrics["teacher_only"]``: label → why).
+
     Raises
     ------
     StudentError
-        One label only, too few examples for a label (named with its count), unknown labels.
+        Fewer than two labels with enough examples (naming the ones left to the teacher), unknown labels.
     """
     task = config.task(task_name)
     kind = kind or task.student
@@ -138,11 +147,17 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
         raise StudentError(f"task {task_name!r} has no labelled examples yet: run `downsize label {task_name} DATA` first")
     X = [e.text for e in examples]
     y = _answers(task_name, task, examples)
-    counts = task.check_training(task_name, y)
+    rare = task.teacher_only(y)
+    learn = np.array([not task.needs_teacher(a, rare) for a in y], dtype=bool)
+    try:
+        counts = task.check_training(task_name, [a for a, k in zip(y, learn) if k])
+    except StudentError as exc:
+        if not rare:
+            raise
+        raise StudentError(f"{exc}; left to the teacher: {_rare_text(rare)}") from None
     ids = np.array([e.example_id for e in examples])
-    idx_train, idx_cal = train_test_split(
-        np.arange(len(X)), test_size=task.calibration_fraction, stratify=task.strata(y), random_state=seed
-    )
+    idx_train, idx_cal = _split(task, y, learn, seed)
+    idx_train = np.array([i for i in idx_train if learn[i]], dtype=int)  # the rare rows teach nothing
     X_tr = [X[i] for i in idx_train]
     y_tr = [y[i] for i in idx_train]
     params = student_params or {}
@@ -168,11 +183,40 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
         size_bytes=_dir_size(path), labels=[str(c) for c in getattr(student, "classes_", [])], n_train=len(X_tr),
         n_calib=len(idx_cal), calib_example_ids=[int(ids[i]) for i in idx_cal], train_seconds=train_s,
         metrics={"holdout_agreement": agreement, "label_counts": dict(counts), "selection": selection,
-                 "selection_reason": reason, "seed": seed},
+                 "selection_reason": reason, "seed": seed, "teacher_only": dict(rare),
+                 "teacher_only_rows": {"calibration": int((~learn[idx_cal]).sum()),
+                                       "not_trained_on": int((~learn).sum() - (~learn[idx_cal]).sum())}},
     )
     store.add(row)
     return TrainResult(task_name, version, kind, row.id, str(path), len(X_tr), len(idx_cal), train_s,
-                       row.size_bytes, agreement, dict(counts), selection, reason)
+                       row.size_bytes, agreement, dict(counts), selection, reason, dict(rare),
+                       int((~learn).sum()))
+
+
+#: The stratum of the teacher-only rows in the train/calibration split.
+_TEACHER_ONLY = "(teacher only)"
+
+
+def _split(task: TaskConfig, y: list[Any], learn: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and calibration indices: stratified by the kind's strata, the teacher-only rows one
+    stratum of their own, so the calibration split holds them in about their share of the data
+    (it must: live traffic has them, and the student gets them wrong). A single teacher-only row
+    (too few to stratify) goes to the calibration split."""
+    idx = np.arange(len(y))
+    strata = task.strata(y)
+    lone = idx[~learn] if (~learn).sum() == 1 else idx[:0]
+    if strata is not None:
+        strata = [s if k else _TEACHER_ONLY for s, k in zip(strata, learn)]
+    if len(lone):
+        keep = idx != lone[0]
+        idx = idx[keep]
+        strata = None if strata is None else [s for s, k in zip(strata, keep) if k]
+    tr, cal = train_test_split(idx, test_size=task.calibration_fraction, stratify=strata, random_state=seed)
+    return tr, np.concatenate([cal, lone])
+
+
+def _rare_text(rare: dict[str, str]) -> str:
+    return "; ".join(f"{lab!r} ({why})" for lab, why in sorted(rare.items()))
 
 
 def student_dir(sv: StudentVersion, home: str | os.PathLike[str] | None) -> Path:
@@ -242,7 +286,11 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     exs = [effective[i] for i in sorted(effective)]
     exs, people = _reference_rows(task, exs, alpha, delta)
     pred, conf = task.score(student, [e.text for e in exs])
-    correct = task.disagreements(pred, _answers(task_name, task, exs)) == 0
+    refs = _answers(task_name, task, exs)
+    rare = set((sv.metrics or {}).get("teacher_only") or {})
+    teacher_only = np.array([task.needs_teacher(r, rare) for r in refs], dtype=bool)
+    # the student could not have given a teacher-only answer: any answer it gives there is an error
+    correct = (task.disagreements(pred, refs) == 0) & ~teacher_only
     sources = {e.source for e in exs}
     reference = "human" if people["used"] else sources.pop() if len(sources) == 1 else "mixed"
     cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=task.bound).fit(conf, correct)
@@ -258,7 +306,8 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
         errors_answered=int(cal.errors_answered_), reference=reference, method=f"ltt-{task.bound.replace('_', '-')}-fst",
         details={"guarantee": guarantee, "risk_upper": _f(getattr(cal, "risk_upper_", None)),
                  "curve": curve, "student_version": sv.version,
-                 "agreement_all": float(correct.mean()), "reference_rows": people},
+                 "agreement_all": float(correct.mean()), "reference_rows": people,
+                 "teacher_only": {"labels": sorted(rare), "rows": int(teacher_only.sum())}},
     )
     store.add(run)
     return run, cal

@@ -26,8 +26,9 @@ rendering          :meth:`~TaskConfig.to_json` (the answer object), :meth:`~Task
 students           :attr:`~TaskConfig.students` (families that fit, cheapest first),
                    :meth:`~TaskConfig.targets` (answers → what ``fit`` takes),
                    :meth:`~TaskConfig.score` (a fitted student's answers and confidences),
-                   :meth:`~TaskConfig.strata` (how splits keep proportions) and
-                   :meth:`~TaskConfig.check_training` (is there enough to learn from)
+                   :meth:`~TaskConfig.strata` (how splits keep proportions),
+                   :meth:`~TaskConfig.check_training` (is there enough to learn from) and
+                   :meth:`~TaskConfig.teacher_only` (pieces too rare to learn: left to the teacher)
 =================  ============================================================================
 
 Answers are plain, hashable Python values (a label ``str`` for classify); ``None`` never is one.
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -205,6 +206,20 @@ class TaskConfig(BaseModel):
     @abstractmethod
     def score(self, student: Any, texts: Sequence[str]) -> Scores:
         """A fitted student's answer and confidence (on which λ is set) for each text."""
+
+    def teacher_only(self, answers: Sequence[Any]) -> dict[str, str]:
+        """Pieces (:meth:`parts`: labels) with too few examples in ``answers`` to learn, and why.
+
+        Training leaves the examples that have one of them out of the student's training part
+        (the student cannot give such an answer) but keeps them in the calibration split, where
+        any student answer on them counts as an error (:meth:`needs_teacher`): the guarantee
+        then covers live traffic that has them. The default: none.
+        """
+        return {}
+
+    def needs_teacher(self, answer: Any, teacher_only: Collection[str]) -> bool:
+        """Does ``answer`` (a reference) have a piece only the teacher can give?"""
+        return bool(teacher_only) and any(p in teacher_only for p in self.parts(answer))
 
     @abstractmethod
     def check_training(self, task_name: str, answers: Sequence[Any]) -> dict[str, int]:

@@ -103,9 +103,10 @@ def _select(task: TaskConfig, kinds: list[str], X: list[str], y: list[Any], seed
         st = _student(task, kind, seed, params).fit(X_fit, task.targets(y_fit))
         fit_s = time.perf_counter() - t0
         pred, conf = task.score(st, X_sel)
-        correct = task.disagreements(pred, y_sel) == 0
+        loss = task.disagreements(pred, y_sel)
+        correct = loss == 0
         try:
-            cal = ThresholdCalibrator(alpha=alpha, delta=task.delta, bound=task.bound).fit(conf, correct)
+            cal = ThresholdCalibrator(alpha=alpha, delta=task.delta, bound=task.calibration_bound()).fit(conf, loss=loss)
             cov = cal.coverage_ if cal.threshold_ is not None else 0.0
         except CalibrationError:
             cov = 0.0
@@ -289,11 +290,14 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     refs = _answers(task_name, task, exs)
     rare = set((sv.metrics or {}).get("teacher_only") or {})
     teacher_only = np.array([task.needs_teacher(r, rare) for r in refs], dtype=bool)
+    loss = task.disagreements(pred, refs)
     # the student could not have given a teacher-only answer: any answer it gives there is an error
-    correct = (task.disagreements(pred, refs) == 0) & ~teacher_only
+    loss[teacher_only] = 1.0
+    correct = loss == 0
     sources = {e.source for e in exs}
     reference = "human" if people["used"] else sources.pop() if len(sources) == 1 else "mixed"
-    cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=task.bound).fit(conf, correct)
+    bound = task.calibration_bound()
+    cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=bound).fit(conf, loss=loss)
     guarantee = cal.guarantee_
     if people["used"]:
         guarantee = guarantee.replace("with the reference", "with your reviewers")
@@ -303,10 +307,11 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
         threshold=None if cal.threshold_ is None else float(cal.threshold_),
         coverage=float(cal.coverage_), coverage_lo=float(cal.coverage_interval_[0]),
         coverage_hi=float(cal.coverage_interval_[1]), n_calib=int(cal.n_), n_answered=int(cal.n_answered_),
-        errors_answered=int(cal.errors_answered_), reference=reference, method=f"ltt-{task.bound.replace('_', '-')}-fst",
+        errors_answered=int(cal.errors_answered_), reference=reference, method=f"ltt-{bound.replace('_', '-')}-fst",
         details={"guarantee": guarantee, "risk_upper": _f(getattr(cal, "risk_upper_", None)),
                  "curve": curve, "student_version": sv.version,
-                 "agreement_all": float(correct.mean()), "reference_rows": people,
+                 "agreement_all": float(correct.mean()), "mean_loss": float(loss.mean()),
+                 "loss_answered": float(cal.loss_answered_), "reference_rows": people,
                  "teacher_only": {"labels": sorted(rare), "rows": int(teacher_only.sum())}},
     )
     store.add(run)

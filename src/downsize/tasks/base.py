@@ -76,10 +76,12 @@ class TaskConfig(BaseModel):
     mode: Literal["cascade", "shadow"] = "cascade"
     spot_check_rate: float = Field(default=0.02, ge=0, le=1)
     log_text: bool = True
-    bound: Literal["hoeffding_bentkus", "binomial"] = Field(
+    bound: Literal["hoeffding_bentkus", "binomial", "betting"] = Field(
         default="hoeffding_bentkus",
         description="p-values of the threshold tests: Hoeffding-Bentkus (a little more conservative: "
-        "realised test disagreement stays under alpha more often) or the exact binomial",
+        "realised test disagreement stays under alpha more often), the exact binomial (0/1 losses; a "
+        "kind's bounded loss such as loss: f1 is tested with Hoeffding-Bentkus instead) or the "
+        "Waudby-Smith-Ramdas betting test (any loss in [0, 1])",
     )
     calibration_fraction: float = Field(default=0.3, gt=0.05, lt=0.9)
     min_examples_per_label: int = Field(default=5, ge=2)
@@ -180,6 +182,16 @@ class TaskConfig(BaseModel):
     @abstractmethod
     def disagreement(self, answer: Any, reference: Any) -> float:
         """Disagreement of ``answer`` with ``reference``, in [0, 1] (0: they agree)."""
+
+    @property
+    def binary_loss(self) -> bool:
+        """Whether :meth:`disagreement` only takes the values 0 and 1 (then the exact binomial applies)."""
+        return True
+
+    def calibration_bound(self) -> str:
+        """The ``bound`` the calibration uses: the configured one, except that the exact binomial is
+        valid only for a 0/1 loss, so a bounded loss is tested with Hoeffding-Bentkus instead."""
+        return "hoeffding_bentkus" if self.bound == "binomial" and not self.binary_loss else self.bound
 
     def disagreements(self, answers: Sequence[Any], references: Sequence[Any]) -> np.ndarray:
         """:meth:`disagreement` of each pair, as a float array."""

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from .schema import (
+    LABEL_ORIGINS,
     LABEL_SOURCES,
     ApiKey,
     Base,
@@ -13,6 +14,7 @@ from .schema import (
     EvalRun,
     Example,
     Label,
+    MonitorCheckpoint,
     RequestLog,
     Review,
     ReviewCursor,
@@ -20,6 +22,7 @@ from .schema import (
     ReviewReason,
     SpotCheck,
     StudentVersion,
+    TaskEvent,
     TeacherCall,
     dumps,
     text_hash,
@@ -45,7 +48,10 @@ __all__ = [
     "ReviewReason",
     "Review",
     "ReviewCursor",
+    "TaskEvent",
+    "MonitorCheckpoint",
     "LABEL_SOURCES",
+    "LABEL_ORIGINS",
     "dumps",
     "text_hash",
     "utcnow",

@@ -27,7 +27,7 @@ from .schema import (
     text_hash,
 )
 
-__all__ = ["Store", "LabelledExample", "make_engine"]
+__all__ = ["LabelledExample", "Store", "make_engine"]
 
 
 def make_engine(url: str) -> Engine:

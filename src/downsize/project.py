@@ -147,7 +147,7 @@ class Project:
         student, load_error = None, None
         if sv is not None:
             try:
-                student = load_student_version(sv)
+                student = load_student_version(sv, self.config.home_dir())
             except StudentError as exc:
                 if require_calibration:
                     raise

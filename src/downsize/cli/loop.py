@@ -79,6 +79,11 @@ def train(
     t.add_row("trained on", f"{r.n_train:,} rows ({len(r.label_counts)} labels); {r.n_calib:,} held out for calibration")
     t.add_row("train time", f"{r.train_seconds:.2f} s")
     t.add_row("size on disk", f"{r.size_bytes / 1e6:.2f} MB")
+    if r.teacher_only:
+        why = "; ".join(f"{lab} ({reason})" for lab, reason in sorted(r.teacher_only.items()))
+        t.add_row("teacher-only labels", f"{len(r.teacher_only)}: {why}; the student never gives them, the "
+                  f"teacher answers them ({r.teacher_only_rows:,} labelled rows; lower min_examples_per_label "
+                  "or label more to train on them)")
     t.add_row("held-out agreement with labels", f"{r.holdout_agreement:.1%}")
     t.add_row("choice", r.selection_reason)
     t.add_row("saved to", r.path)

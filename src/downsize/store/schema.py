@@ -14,38 +14,52 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "LABEL_ORIGINS",
+    "LABEL_SOURCES",
+    "ApiKey",
     "Base",
-    "Example",
-    "TeacherCall",
-    "Label",
-    "StudentVersion",
     "CalibrationRun",
     "EvalRun",
+    "Example",
+    "Label",
+    "MonitorCheckpoint",
     "RequestLog",
-    "SpotCheck",
-    "ApiKey",
-    "ReviewItem",
-    "ReviewReason",
     "Review",
     "ReviewCursor",
+    "ReviewItem",
+    "ReviewReason",
+    "SpotCheck",
+    "StudentVersion",
     "TaskEvent",
-    "MonitorCheckpoint",
-    "LABEL_SOURCES",
-    "LABEL_ORIGINS",
+    "TeacherCall",
     "dumps",
     "text_hash",
     "utcnow",
 ]
 
 #: Label sources, lowest priority first: human corrections override the teacher, gold wins.
-LABEL_SOURCES = ("teacher", "human", "gold")
+#: ``synthetic``: a text the teacher wrote for a label (``downsize synth``; trained on with the
+#: task's ``synthetic_weight``, never calibrated on); ``audit``: a logged teacher answer imported
+#: from traffic logs (``downsize audit import``; no teacher call).
+LABEL_SOURCES = ("synthetic", "audit", "teacher", "human", "gold")
 #: How the gateway came by a teacher label (``Label.origin``), and so how its text was selected:
 #: ``shadow`` every request of a task in shadow mode or suspended (a uniform sample of traffic),
 #: ``spot_check`` a uniform sample of the *answered* requests, ``escalation`` the requests the
@@ -54,7 +68,7 @@ LABEL_ORIGINS = ("shadow", "spot_check", "escalation")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def text_hash(text: str) -> str:
@@ -114,7 +128,7 @@ class Label(Base):
     example_id: Mapped[int] = mapped_column(ForeignKey("examples.id"))
     task: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(Text)  # the task kind's encoded answer
-    source: Mapped[str] = mapped_column(String(16))  # teacher | human | gold
+    source: Mapped[str] = mapped_column(String(16))  # synthetic | audit | teacher | human | gold
     teacher_call_id: Mapped[int | None] = mapped_column(ForeignKey("teacher_calls.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     # set when the review that wrote this label was undone: the row stays, no longer in effect

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,14 +29,30 @@ from .schema import (
     text_hash,
 )
 
-__all__ = ["Store", "LabelledExample", "make_engine"]
+__all__ = ["LabelledExample", "Store", "make_engine"]
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file ``path`` readable by its owner only (0600), if it does not exist.
+
+    The store holds request texts and answers, so it must not be world-readable; SQLite would
+    create it with the umask's mode (usually 0644). Its ``-wal`` and ``-shm`` files take the
+    database file's mode. An existing file keeps its mode (the owner may have chosen it).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout, its directory created and a new
+    database file created 0600."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        path = Path(url[len("sqlite:///") :])
+        path = Path(url[len("sqlite:///") :].split("?", 1)[0])
         path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
     is_sqlite = url.startswith("sqlite")
     kwargs: dict[str, Any] = {}
     if is_sqlite:

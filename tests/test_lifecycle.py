@@ -17,7 +17,7 @@ from downsize.config import Config
 from downsize.data import read_texts
 from downsize.errors import LifecycleError
 from downsize.store import Label, SpotCheck, Store, StudentVersion, TaskEvent
-from downsize.training import calibrate_task, train_task
+from downsize.training import calibrate_task, student_dir, train_task
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "downsize" / "_assets"
 LABELS = ["earn", "acq", "crude", "trade", "money-fx", "interest", "ship", "grain"]
@@ -125,7 +125,7 @@ def test_a_version_with_corrupt_files_is_refused(proj: tuple[Config, Store], dem
     res = lifecycle.retrain_task(store, cfg, "news", promote_it=False)
     assert res.passed and not res.promoted
     sv = store.student(res.student_version_id)
-    blob = next(p for p in Path(sv.path).iterdir() if p.name != "manifest.json")
+    blob = next(p for p in student_dir(sv, cfg.home_dir()).iterdir() if p.name != "manifest.json")
     blob.write_bytes(blob.read_bytes()[:-7] + b"garbage")
     with pytest.raises(LifecycleError, match="refused: student v2 .* cannot be loaded.*v1 stays live"):
         lifecycle.promote(store, cfg, "news", 2)

@@ -210,7 +210,7 @@ def _save_candidate(store: Store, config: Config, task_name: str, student: Any, 
                 raise StudentError(f"{path} already exists; refusing to overwrite a saved student")
             os.replace(tmp, path)
             row = StudentVersion(
-                task=task_name, version=version, kind=kind, path=str(path),
+                task=task_name, version=version, kind=kind, path=path.relative_to(config.home_dir()).as_posix(),
                 sha256=sha256_bytes((path / "manifest.json").read_bytes()),
                 size_bytes=sum(p.stat().st_size for p in path.rglob("*") if p.is_file()),
                 labels=[str(c) for c in getattr(student, "classes_", [])], n_train=n_train, n_calib=n_calib,
@@ -299,7 +299,7 @@ def recalibrate_task(store: Store, config: Config, task_name: str, *, promote_it
                              f"training data; recalibrating needs at least {need} at alpha={task.alpha:g}, "
                              f"delta={task.delta:g}")
     try:
-        student = load_student_version(cur.student)
+        student = load_student_version(cur.student, config.home_dir())
     except StudentError as exc:
         raise LifecycleError(f"task {task_name!r}: the live student cannot be loaded to recalibrate: {exc}") from None
     try:

@@ -235,9 +235,9 @@ def find_version(store: Store, task: str, version: int) -> StudentVersion:
     return sv
 
 
-def _check_files(task: str, sv: StudentVersion, cur: Live) -> None:
+def _check_files(config: Config, task: str, sv: StudentVersion, cur: Live) -> None:
     try:
-        load_student_version(sv)
+        load_student_version(sv, config.home_dir())
     except StudentError as exc:
         keep = f"v{cur.student.version}" if cur.student else "nothing (teacher only)"
         raise LifecycleError(f"refused: student v{sv.version} of task {task!r} cannot be loaded ({exc}); "
@@ -274,7 +274,7 @@ def promote(store: Store, config: Config, task: str, version: int, *, calibratio
                f"alpha={t.alpha:g}, delta={t.delta:g}")
         raise LifecycleError(f"refused by the gate: calibration #{run.id} of v{version} does not certify "
                              f"alpha={t.alpha:g} ({why}; {run.n_calib} calibration rows); {keep} stays live")
-    _check_files(task, sv, cur)
+    _check_files(config, task, sv, cur)
     return change_state(store, task, "promoted", expect=cur, student_version_id=sv.id, calibration_run_id=run.id,
                         message=f"v{version} promoted with calibration #{run.id}: threshold {run.threshold:.4f}, "
                         f"{run.coverage:.1%} answered on {run.n_calib} calibration rows ({run.method})",
@@ -309,7 +309,7 @@ def rollback(store: Store, config: Config, task: str, *, actor: str = "python") 
         raise LifecycleError(f"task {task!r}: no earlier version was ever live; nothing to roll back to")
     sv = store.student(target[0])
     assert sv is not None
-    _check_files(task, sv, cur)
+    _check_files(config, task, sv, cur)
     return change_state(store, task, "rolled_back", expect=cur, student_version_id=target[0],
                         calibration_run_id=target[1], message=f"rolled back to v{sv.version} "
                         f"(calibration #{target[1]}) from v{cur.student.version if cur.student else '-'}", actor=actor)

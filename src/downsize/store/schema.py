@@ -14,39 +14,53 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "LABEL_SOURCES",
+    "ApiKey",
     "Base",
-    "Example",
-    "TeacherCall",
-    "Label",
-    "StudentVersion",
     "CalibrationRun",
     "EvalRun",
+    "Example",
+    "Label",
     "RequestLog",
-    "SpotCheck",
-    "ApiKey",
-    "ReviewItem",
-    "ReviewReason",
     "Review",
     "ReviewCursor",
-    "LABEL_SOURCES",
+    "ReviewItem",
+    "ReviewReason",
+    "SpotCheck",
+    "StudentVersion",
+    "TeacherCall",
     "dumps",
     "text_hash",
     "utcnow",
 ]
 
 #: Label sources, lowest priority first: human corrections override the teacher, gold wins.
-LABEL_SOURCES = ("teacher", "human", "gold")
+#: ``synthetic``: a text the teacher wrote for a label (``downsize synth``; trained on with the
+#: task's ``synthetic_weight``, never calibrated on); ``audit``: a logged teacher answer imported
+#: from traffic logs (``downsize audit import``; no teacher call).
+LABEL_SOURCES = ("synthetic", "audit", "teacher", "human", "gold")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def text_hash(text: str) -> str:
@@ -106,7 +120,7 @@ class Label(Base):
     example_id: Mapped[int] = mapped_column(ForeignKey("examples.id"))
     task: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(Text)  # the task kind's encoded answer
-    source: Mapped[str] = mapped_column(String(16))  # teacher | human | gold
+    source: Mapped[str] = mapped_column(String(16))  # synthetic | audit | teacher | human | gold
     teacher_call_id: Mapped[int | None] = mapped_column(ForeignKey("teacher_calls.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     # set when the review that wrote this label was undone: the row stays, no longer in effect

@@ -28,7 +28,7 @@ from .schema import (
     text_hash,
 )
 
-__all__ = ["Store", "LabelledExample", "make_engine"]
+__all__ = ["LabelledExample", "Store", "make_engine"]
 
 
 def _create_private(path: Path) -> None:

@@ -209,9 +209,14 @@ def status(config: ConfigOpt = Path("downsize.yaml")) -> None:
     with _project(config) as p:
         rows = p.status()
     t = Table(title="downsize status")
-    for c in ("task", "labelled", "student", "threshold", "coverage", "teacher $"):
+    for c in ("task", "state", "labelled", "student", "threshold", "coverage", "teacher $"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["task"], f"{r['labelled']:,}", r["student"] or "–", _fmt(r["threshold"], ".4f"),
+        state = "[bold red]SUSPENDED[/]" if r["state"] == "suspended" else r["state"]
+        t.add_row(r["task"], state, f"{r['labelled']:,}", r["student"] or "–", _fmt(r["threshold"], ".4f"),
                   _fmt(None if r["coverage"] is None else 100 * r["coverage"], ".1f", "%"), f"{r['spend_usd']:.4f}")
     console.print(t)
+    for r in rows:
+        if r["state"] == "suspended":
+            console.print(f"[bold red]{r['task']} is suspended[/] (every request goes to the teacher): {r['reason']}",
+                          highlight=False, soft_wrap=True)

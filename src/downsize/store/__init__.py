@@ -9,6 +9,7 @@ from .schema import (
     LABEL_SOURCES,
     ApiKey,
     Base,
+    CallClaim,
     CalibrationRun,
     EvalRun,
     Example,
@@ -18,6 +19,7 @@ from .schema import (
     ReviewCursor,
     ReviewItem,
     ReviewReason,
+    SpendLedger,
     SpotCheck,
     StudentVersion,
     TeacherCall,
@@ -25,6 +27,7 @@ from .schema import (
     text_hash,
     utcnow,
 )
+from .claims import BUSY, CLAIMED, RECLAIMED, RECORDED, new_owner, owner_alive
 from .store import LabelledExample, Store, make_engine
 
 __all__ = [
@@ -34,6 +37,14 @@ __all__ = [
     "Base",
     "Example",
     "TeacherCall",
+    "CallClaim",
+    "SpendLedger",
+    "new_owner",
+    "owner_alive",
+    "CLAIMED",
+    "RECLAIMED",
+    "RECORDED",
+    "BUSY",
     "Label",
     "StudentVersion",
     "CalibrationRun",

@@ -100,6 +100,11 @@ def train(
     t.add_row("trained on", f"{r.n_train:,} rows ({len(r.label_counts)} labels); {r.n_calib:,} held out for calibration")
     t.add_row("train time", f"{r.train_seconds:.2f} s")
     t.add_row("size on disk", f"{r.size_bytes / 1e6:.2f} MB")
+    if r.teacher_only:
+        why = "; ".join(f"{lab} ({reason})" for lab, reason in sorted(r.teacher_only.items()))
+        t.add_row("teacher-only labels", f"{len(r.teacher_only)}: {why}; the student never gives them, the "
+                  f"teacher answers them ({r.teacher_only_rows:,} labelled rows; lower min_examples_per_label "
+                  "or label more to train on them)")
     t.add_row("held-out agreement with labels", f"{r.holdout_agreement:.1%}")
     t.add_row("choice", r.selection_reason)
     t.add_row("saved to", r.path)
@@ -209,9 +214,14 @@ def status(config: ConfigOpt = Path("downsize.yaml")) -> None:
     with _project(config) as p:
         rows = p.status()
     t = Table(title="downsize status")
-    for c in ("task", "labelled", "student", "threshold", "coverage", "teacher $"):
+    for c in ("task", "state", "labelled", "student", "threshold", "coverage", "teacher $"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["task"], f"{r['labelled']:,}", r["student"] or "–", _fmt(r["threshold"], ".4f"),
+        state = "[bold red]SUSPENDED[/]" if r["state"] == "suspended" else r["state"]
+        t.add_row(r["task"], state, f"{r['labelled']:,}", r["student"] or "–", _fmt(r["threshold"], ".4f"),
                   _fmt(None if r["coverage"] is None else 100 * r["coverage"], ".1f", "%"), f"{r['spend_usd']:.4f}")
     console.print(t)
+    for r in rows:
+        if r["state"] == "suspended":
+            console.print(f"[bold red]{r['task']} is suspended[/] (every request goes to the teacher): {r['reason']}",
+                          highlight=False, soft_wrap=True)

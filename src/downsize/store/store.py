@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import StoreError
 from .claims import ClaimsMixin
 from .schema import (
+    LABEL_ORIGINS,
     LABEL_SOURCES,
     Base,
     CalibrationRun,
@@ -30,7 +31,7 @@ from .schema import (
     text_hash,
 )
 
-__all__ = ["Store", "LabelledExample", "make_engine"]
+__all__ = ["LabelledExample", "Store", "make_engine"]
 
 
 def _create_private(path: Path) -> None:
@@ -201,15 +202,21 @@ class Store(ClaimsMixin):
         *,
         source: str,
         teacher_call_ids: Sequence[int | None] | None = None,
+        origin: str | None = None,
     ) -> int:
-        """Append labels ``(example_id, label)`` from ``source``; returns how many were added."""
+        """Append labels ``(example_id, label)`` from ``source``; returns how many were added.
+
+        ``origin`` (one of ``LABEL_ORIGINS``) says how the gateway selected the text, for labels it saw.
+        """
         if source not in LABEL_SOURCES:
             raise ValueError(f"source must be one of {LABEL_SOURCES}, got {source!r}")
+        if origin is not None and origin not in LABEL_ORIGINS:
+            raise ValueError(f"origin must be None or one of {LABEL_ORIGINS}, got {origin!r}")
         items = list(items)
         calls = list(teacher_call_ids) if teacher_call_ids is not None else [None] * len(items)
         with self.session() as s:
             s.add_all(
-                Label(example_id=eid, task=task, label=lab, source=source, teacher_call_id=cid)
+                Label(example_id=eid, task=task, label=lab, source=source, teacher_call_id=cid, origin=origin)
                 for (eid, lab), cid in zip(items, calls)
             )
         return len(items)

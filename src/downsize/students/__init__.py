@@ -25,6 +25,15 @@ Students (one module each)
     logistic-regression head. Only the head is saved; the manifest pins the encoder's
     ONNX sha256, which ``load`` checks against the installed package.
 
+Multi-label (``kind: multilabel``)
+----------------------------------
+``MultiLabelStudent``
+    one-vs-rest linear heads over the TF-IDF or MiniLM features (families ``tfidf``, ``minilm``),
+    per-label Platt scaling on out-of-fold scores, label-set decoding per loss (``exact``: the
+    most probable set; ``f1``: the best expected F1) with ``max_labels``, and a record confidence
+    stacked on out-of-fold answers (:mod:`.multilabel.decode`). ``fit(texts, label_sets)``,
+    ``predict_with_confidence(texts, loss=...)``; saves skops + npz + JSON + the manifest.
+
 Extraction (``kind: extract``)
 ------------------------------
 ``TaggerStudent``
@@ -46,6 +55,7 @@ from .artifacts import read_manifest
 from .base import Student
 from .encoder import minilm_available
 from .minilm import MiniLMStudent
+from .multilabel import MultiLabelStudent
 from .tagger import TaggerStudent
 from .tfidf import TfidfStudent
 
@@ -53,6 +63,7 @@ __all__ = [
     "Student",
     "TfidfStudent",
     "MiniLMStudent",
+    "MultiLabelStudent",
     "TaggerStudent",
     "STUDENTS",
     "FAMILIES",
@@ -63,13 +74,16 @@ __all__ = [
 ]
 
 #: Saved students by the ``name`` in their manifest (what :func:`load_student` dispatches on).
-STUDENTS: dict[str, type[Any]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent, "tagger": TaggerStudent}
+STUDENTS: dict[str, type[Any]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent, "tagger": TaggerStudent,
+                                  "multilabel": MultiLabelStudent}
 
 #: (task kind, family) → the student class and the parameters that family fixes. A task's
 #: ``student:`` names a family; its kind (``TaskConfig.students``) says which families fit it.
 FAMILIES: dict[tuple[str, str], tuple[type[Any], dict[str, Any]]] = {
     ("classify", "tfidf"): (TfidfStudent, {}),
     ("classify", "minilm"): (MiniLMStudent, {}),
+    ("multilabel", "tfidf"): (MultiLabelStudent, {"features": "tfidf"}),
+    ("multilabel", "minilm"): (MultiLabelStudent, {"features": "minilm"}),
     ("extract", "crf"): (TaggerStudent, {}),
 }
 

@@ -28,7 +28,7 @@ from .config import Config, load_config
 from .data import decode_answers, label_file, read_texts, write_rows
 from .errors import NotCalibratedError, StudentError
 from .store import CalibrationRun, Store, StudentVersion, TeacherCall
-from .teacher import AsyncTeacher, Budget, build_messages
+from .teacher import AsyncTeacher, SharedBudget, build_messages
 from .lifecycle import live as live_version
 from .training import TrainResult, calibrate_task, load_student_version, train_task
 
@@ -95,10 +95,11 @@ class Project:
 
     # -- label / train / calibrate ------------------------------------------------------
     def label(self, task: str, path: str | os.PathLike[str], *, text_col: str | None = None,
-              limit: int | None = None, budget_usd: float | None = None, progress: bool = True) -> Any:
+              limit: int | None = None, budget_usd: float | None = None, progress: bool = True,
+              keep_going: bool = False) -> Any:
         """Have the teacher label the rows of a file (resumable; nothing is paid for twice)."""
         return label_file(self.config, task, path, text_col=text_col, limit=limit,
-                          budget_usd=budget_usd, store=self.store, progress=progress)
+                          budget_usd=budget_usd, store=self.store, progress=progress, keep_going=keep_going)
 
     def add_gold(self, task: str, path: str | os.PathLike[str], *, text_col: str | None = None,
                  label_col: str = "label", source: str = "gold") -> int:
@@ -201,7 +202,7 @@ class Project:
         decisions: list[Decision] = []
 
         async def go() -> Cascade:
-            budget = Budget(budget_usd) if budget_usd is not None else None
+            budget = SharedBudget(budget_usd, self.store) if budget_usd is not None else None
             async with self.teacher(task) as teacher:
                 cas = self.cascade(task, teacher=teacher)
                 with Progress(TextColumn("[bold]cascade"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -28,7 +28,7 @@ from .config import Config, load_config
 from .data import decode_answers, label_file, read_texts, write_rows
 from .errors import DataError, NotCalibratedError, StudentError
 from .store import CalibrationRun, Store, StudentVersion, TeacherCall
-from .teacher import AsyncTeacher, Budget, build_messages
+from .teacher import AsyncTeacher, SharedBudget, build_messages
 from .lifecycle import live as live_version
 from .training import TrainResult, calibrate_task, load_student_version, train_task
 
@@ -98,10 +98,11 @@ class Project:
 
     # -- label / train / calibrate ------------------------------------------------------
     def label(self, task: str, path: str | os.PathLike[str], *, text_col: str | None = None,
-              limit: int | None = None, budget_usd: float | None = None, progress: bool = True) -> Any:
+              limit: int | None = None, budget_usd: float | None = None, progress: bool = True,
+              keep_going: bool = False) -> Any:
         """Have the teacher label the rows of a file (resumable; nothing is paid for twice)."""
         return label_file(self.config, task, path, text_col=text_col, limit=limit,
-                          budget_usd=budget_usd, store=self.store, progress=progress)
+                          budget_usd=budget_usd, store=self.store, progress=progress, keep_going=keep_going)
 
     def add_gold(self, task: str, path: str | os.PathLike[str], *, text_col: str | None = None,
                  label_col: str = "label", source: str = "gold") -> int:
@@ -119,6 +120,39 @@ class Project:
                   save: bool = True, force: bool = False) -> tuple[CalibrationRun, ThresholdCalibrator]:
         """See :func:`~downsize.training.calibrate_task` (``save=False``: a dry run)."""
         return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta, save=save, force=force)
+
+    # -- the task's life after calibration (downsize.lifecycle) ------------------------------
+    def retrain(self, task: str, *, recalibrate: bool | None = None, promote: bool = True,
+                actor: str = "python") -> Any:
+        """A candidate from recent labels, gated on fresher ones (``recalibrate=True``: the live
+        student on the recent window; None: retrain if there are enough fresh labels, else that)."""
+        from . import lifecycle
+
+        if recalibrate is None:
+            return lifecycle.retrain_or_recalibrate(self.store, self.config, task, promote_it=promote, actor=actor)
+        fn = lifecycle.recalibrate_task if recalibrate else lifecycle.retrain_task
+        return fn(self.store, self.config, task, promote_it=promote, actor=actor)
+
+    def versions(self, task: str) -> list[dict[str, Any]]:
+        from . import lifecycle
+
+        self.config.task(task)
+        return lifecycle.versions(self.store, task)
+
+    def promote(self, task: str, version: int, *, actor: str = "python") -> Any:
+        from . import lifecycle
+
+        return lifecycle.promote(self.store, self.config, task, version, actor=actor)
+
+    def rollback(self, task: str, *, actor: str = "python") -> Any:
+        from . import lifecycle
+
+        return lifecycle.rollback(self.store, self.config, task, actor=actor)
+
+    def resume(self, task: str, *, actor: str = "python") -> tuple[Any, str]:
+        from . import lifecycle
+
+        return lifecycle.resume(self.store, self.config, task, actor=actor)
 
     # -- the cascade ----------------------------------------------------------------------
     def cascade(self, task: str, *, teacher: AsyncTeacher | None = None, require_calibration: bool = True) -> Cascade:
@@ -207,7 +241,7 @@ class Project:
         decisions: list[Decision] = []
 
         async def go() -> Cascade:
-            budget = Budget(budget_usd) if budget_usd is not None else None
+            budget = SharedBudget(budget_usd, self.store) if budget_usd is not None else None
             async with self.teacher(task) as teacher:
                 cas = self.cascade(task, teacher=teacher)
                 with Progress(TextColumn("[bold]cascade"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -32,13 +32,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
-    "LABEL_ORIGINS",
-    "LABEL_SOURCES",
     "ApiKey",
     "Base",
     "CalibrationRun",
+    "CallClaim",
     "EvalRun",
     "Example",
+    "LABEL_ORIGINS",
+    "LABEL_SOURCES",
     "Label",
     "MonitorCheckpoint",
     "RequestLog",
@@ -46,6 +47,7 @@ __all__ = [
     "ReviewCursor",
     "ReviewItem",
     "ReviewReason",
+    "SpendLedger",
     "SpotCheck",
     "StudentVersion",
     "TaskEvent",
@@ -116,6 +118,48 @@ class TeacherCall(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    # set on a call paid again for a request already recorded (a lease lost to another process):
+    # the row keeps the money on the books under a derived hash; the cache answers from the first
+    repeat_of: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class CallClaim(Base):
+    """A paid call being made: claimed before it is sent, deleted when it is recorded or given up.
+
+    ``request_hash`` is unique, so one process (``owner``: host, pid and a token) holds a request
+    at a time; the others wait for its :class:`TeacherCall` or skip it. The claim is a lease: once
+    ``lease_until`` has passed, or when its owner is a process of this host that no longer exists,
+    another process may take it over (and counts the call as possibly paid twice).
+    ``reserved_usd`` is the call's worst-case cost, held against every process's budget meanwhile.
+    """
+
+    __tablename__ = "teacher_call_claims"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    owner: Mapped[str] = mapped_column(String(255))
+    lease_until: Mapped[datetime] = mapped_column(DateTime)
+    reserved_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    task: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SpendLedger(Base):
+    """The store's spend ledger: one row that every claim updates first.
+
+    The update serialises claims and budget checks across processes (a write lock on SQLite, a
+    row lock on PostgreSQL) so that "spent + reserved + this call ≤ budget" is checked and the
+    claim made atomically. What was spent is the sum of :class:`TeacherCall` costs; what is
+    reserved, the sum of the live :class:`CallClaim` rows. ``claims`` and ``reclaimed`` count the
+    claims made and the expired or orphaned ones taken over.
+    """
+
+    __tablename__ = "spend_ledger"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+    reclaimed: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Label(Base):

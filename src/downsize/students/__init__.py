@@ -25,6 +25,15 @@ Students (one module each)
     logistic-regression head. Only the head is saved; the manifest pins the encoder's
     ONNX sha256, which ``load`` checks against the installed package.
 
+Multi-label (``kind: multilabel``)
+----------------------------------
+``MultiLabelStudent``
+    one-vs-rest linear heads over the TF-IDF or MiniLM features (families ``tfidf``, ``minilm``),
+    per-label Platt scaling on out-of-fold scores, label-set decoding per loss (``exact``: the
+    most probable set; ``f1``: the best expected F1) with ``max_labels``, and a record confidence
+    stacked on out-of-fold answers (:mod:`.multilabel.decode`). ``fit(texts, label_sets)``,
+    ``predict_with_confidence(texts, loss=...)``; saves skops + npz + JSON + the manifest.
+
 Extraction (``kind: extract``)
 ------------------------------
 ``EnsembleStudent``
@@ -50,6 +59,7 @@ from .base import Student
 from .encoder import minilm_available
 from .ensemble import EnsembleStudent
 from .minilm import MiniLMStudent
+from .multilabel import MultiLabelStudent
 from .tagger import TaggerStudent
 from .tfidf import TfidfStudent
 
@@ -57,6 +67,7 @@ __all__ = [
     "Student",
     "TfidfStudent",
     "MiniLMStudent",
+    "MultiLabelStudent",
     "TaggerStudent",
     "EnsembleStudent",
     "STUDENTS",
@@ -69,7 +80,7 @@ __all__ = [
 
 #: Saved students by the ``name`` in their manifest (what :func:`load_student` dispatches on).
 STUDENTS: dict[str, type[Any]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent, "tagger": TaggerStudent,
-                                  "ensemble": EnsembleStudent}
+                                  "multilabel": MultiLabelStudent, "ensemble": EnsembleStudent}
 
 #: (task kind, family) → the student class and the parameters that family fixes. A task's
 #: ``student:`` names a family; its kind (``TaskConfig.students``) says which families fit it.
@@ -77,6 +88,8 @@ FAMILIES: dict[tuple[str, str], tuple[type[Any], dict[str, Any]]] = {
     ("classify", "tfidf"): (TfidfStudent, {}),
     ("classify", "minilm"): (MiniLMStudent, {}),
     ("classify", "ensemble"): (EnsembleStudent, {}),
+    ("multilabel", "tfidf"): (MultiLabelStudent, {"features": "tfidf"}),
+    ("multilabel", "minilm"): (MultiLabelStudent, {"features": "minilm"}),
     ("extract", "crf"): (TaggerStudent, {}),
 }
 

@@ -26,8 +26,9 @@ rendering          :meth:`~TaskConfig.to_json` (the answer object), :meth:`~Task
 students           :attr:`~TaskConfig.students` (families that fit, cheapest first),
                    :meth:`~TaskConfig.targets` (answers → what ``fit`` takes),
                    :meth:`~TaskConfig.score` (a fitted student's answers and confidences),
-                   :meth:`~TaskConfig.strata` (how splits keep proportions) and
-                   :meth:`~TaskConfig.check_training` (is there enough to learn from)
+                   :meth:`~TaskConfig.strata` (how splits keep proportions),
+                   :meth:`~TaskConfig.check_training` (is there enough to learn from) and
+                   :meth:`~TaskConfig.teacher_only` (pieces too rare to learn: left to the teacher)
 =================  ============================================================================
 
 Answers are plain, hashable Python values (a label ``str`` for classify); ``None`` never is one.
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -100,6 +101,26 @@ class TaskConfig(BaseModel):
         default=0.01, ge=0, le=1,
         description="share of answered requests put in the review queue at random: the unbiased live estimate",
     )
+    monitor_delta: float = Field(
+        default=0.05, gt=0, lt=1,
+        description="probability, over the task's whole life, that the live monitors ever suspend it (or warn) "
+        "while the live risk is in fact <= alpha",
+    )
+    drift_spot_check_rate: float = Field(
+        default=0.2, ge=0, le=1,
+        description="spot-check rate while the drift monitor warns (confidence has moved): more checks, sooner verdict",
+    )
+    drift_boost_s: float = Field(default=900.0, gt=0, description="how long a drift warning raises the spot-check rate")
+    retrain: Literal["manual", "auto"] = Field(
+        default="manual",
+        description="auto: a suspended task is retrained (or recalibrated) by the gateway itself, off the request "
+        "path, each time retrain_min_labels new shadow labels have come in; the gate decides if it goes live",
+    )
+    retrain_min_labels: int = Field(
+        default=400, ge=20,
+        description="fresh labels (newer than any the candidate trains on) needed to retrain; fewer: recalibrate",
+    )
+    retrain_window: int = Field(default=20_000, ge=100, description="most recent labels a candidate trains on")
 
     #: Student families that fit this kind, cheapest first (``auto`` chooses among them).
     students: ClassVar[tuple[str, ...]] = ()
@@ -230,6 +251,20 @@ class TaskConfig(BaseModel):
     @abstractmethod
     def score(self, student: Any, texts: Sequence[str]) -> Scores:
         """A fitted student's answer and confidence (on which λ is set) for each text."""
+
+    def teacher_only(self, answers: Sequence[Any]) -> dict[str, str]:
+        """Pieces (:meth:`parts`: labels) with too few examples in ``answers`` to learn, and why.
+
+        Training leaves the examples that have one of them out of the student's training part
+        (the student cannot give such an answer) but keeps them in the calibration split, where
+        any student answer on them counts as an error (:meth:`needs_teacher`): the guarantee
+        then covers live traffic that has them. The default: none.
+        """
+        return {}
+
+    def needs_teacher(self, answer: Any, teacher_only: Collection[str]) -> bool:
+        """Does ``answer`` (a reference) have a piece only the teacher can give?"""
+        return bool(teacher_only) and any(p in teacher_only for p in self.parts(answer))
 
     @abstractmethod
     def check_training(self, task_name: str, answers: Sequence[Any]) -> dict[str, int]:

@@ -97,7 +97,7 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     if prev is not None and prev.threshold is not None:
         raise CalibrationError(
             f"task {task_name!r}: no threshold qualifies at alpha={alpha:g}, delta={delta:g} on {run.n_calib:,} "
-            f"held-out rows of v{sv.version}; kept the current calibration (threshold {prev.threshold:.4f} at "
+            f"calibration rows of v{sv.version}; kept the current calibration (threshold {prev.threshold:.4f} at "
             f"alpha={prev.alpha:g}, {prev.coverage:.1%} answered locally). Pass --force (force=True) to replace "
             "it and send every request to the teacher, or --dry-run to see the figures")
     store.add(run)

@@ -23,6 +23,7 @@ from ..teacher import AsyncTeacher
 from ._limits import CircuitBreaker, RateLimiter
 from ._metrics import Metrics
 from ._runtime import TaskRuntime
+from ._lifecycle import LifecycleLoop
 from ._spot import SpotChecker
 from ._teacher import GuardedTeacher
 
@@ -54,6 +55,7 @@ class Gateway:
         self._secrets = [s for s in secrets if s and len(s) >= 4]
         self.spot_checks = SpotChecker(config, store, breakers={n: t.breaker for n, t in teachers.items()},
                                        writer=writer, metrics=metrics, redact=self.redact)
+        self.lifecycle = LifecycleLoop(self, interval_s=config.server.lifecycle_interval_s)
         self._key_reload: asyncio.Task[bool] | None = None
         self._rng = random.Random()
         self._ids = random.Random(os.urandom(32))  # seeded in this process (workers never share a sequence)
@@ -105,12 +107,14 @@ class Gateway:
         gw = cls(config, store, owns_store=owns, auth=auth, writer=writer, metrics=metrics, keyring=keyring,
                  limiter=limiter, teachers=teachers, tasks=tasks, secrets=secrets)
         gw.spot_checks.start()
+        gw.lifecycle.start()
         return gw
 
     async def aclose(self, *, grace_s: float = 5.0) -> None:
         """Let background spot checks finish (up to ``grace_s``), close the teachers, flush the log."""
         if self._key_reload is not None:
             await asyncio.gather(self._key_reload, return_exceptions=True)
+        await asyncio.to_thread(self.lifecycle.close)
         await asyncio.to_thread(self.spot_checks.close, grace_s)
         for rt in self.tasks.values():
             if rt.batcher is not None:
@@ -187,7 +191,7 @@ class Gateway:
 
     def maybe_spot_check(self, rt: TaskRuntime, text: str, d: Decision, request_id: str) -> None:
         """With probability ``spot_check_rate``, re-ask the teacher in the background (never waited for)."""
-        rate = rt.cfg.spot_check_rate
+        rate = rt.spot_check_rate
         if rate > 0 and self._rng.random() < rate:
             self.spot_checks.submit(task=rt.name, task_cfg=rt.cfg, teacher=rt.teacher.name, text=text,
                                     answer=d.answer, request_id=request_id,

@@ -74,6 +74,15 @@ class Metrics:
                                    ["task", "result"], registry=r)
         self.teacher_up = Gauge("downsize_teacher_up", "1 if the teacher answered the last health probe.",
                                 ["teacher"], registry=r)
+        self.task_suspended = Gauge("downsize_task_suspended",
+                                    "1 while the task is suspended (its live risk monitor rejected; teacher only).",
+                                    ["task"], registry=r)
+        self.drift_warning = Gauge("downsize_drift_warning",
+                                   "1 once the drift monitor of the live version warned (confidences moved).",
+                                   ["task"], registry=r)
+        self.risk_evidence = Gauge("downsize_risk_monitor_evidence",
+                                   "Betting wealth against 'live risk <= alpha' (alarm at 1/delta).", ["task"],
+                                   registry=r)
         self.cascade_counts: dict[str, list[int]] = {}
         self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.audit_stats: Callable[[], tuple[dict[str, int], int]] | None = None

@@ -117,6 +117,39 @@ class Project:
                   ) -> tuple[CalibrationRun, ThresholdCalibrator]:
         return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta)
 
+    # -- the task's life after calibration (downsize.lifecycle) ------------------------------
+    def retrain(self, task: str, *, recalibrate: bool | None = None, promote: bool = True,
+                actor: str = "python") -> Any:
+        """A candidate from recent labels, gated on fresher ones (``recalibrate=True``: the live
+        student on the recent window; None: retrain if there are enough fresh labels, else that)."""
+        from . import lifecycle
+
+        if recalibrate is None:
+            return lifecycle.retrain_or_recalibrate(self.store, self.config, task, promote_it=promote, actor=actor)
+        fn = lifecycle.recalibrate_task if recalibrate else lifecycle.retrain_task
+        return fn(self.store, self.config, task, promote_it=promote, actor=actor)
+
+    def versions(self, task: str) -> list[dict[str, Any]]:
+        from . import lifecycle
+
+        self.config.task(task)
+        return lifecycle.versions(self.store, task)
+
+    def promote(self, task: str, version: int, *, actor: str = "python") -> Any:
+        from . import lifecycle
+
+        return lifecycle.promote(self.store, self.config, task, version, actor=actor)
+
+    def rollback(self, task: str, *, actor: str = "python") -> Any:
+        from . import lifecycle
+
+        return lifecycle.rollback(self.store, self.config, task, actor=actor)
+
+    def resume(self, task: str, *, actor: str = "python") -> tuple[Any, str]:
+        from . import lifecycle
+
+        return lifecycle.resume(self.store, self.config, task, actor=actor)
+
     # -- the cascade ----------------------------------------------------------------------
     def cascade(self, task: str, *, teacher: AsyncTeacher | None = None, require_calibration: bool = True) -> Cascade:
         """The task's live student with its calibration, and the policy they allow.

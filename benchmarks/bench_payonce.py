@@ -89,6 +89,8 @@ def concurrent(src: str, records: dict[str, str], texts: list[str]) -> dict:  # 
     with tempfile.TemporaryDirectory() as d, ReplayServer(records, latency_ms=20) as srv:
         cfg = _config(Path(d), srv.base_url, 8)
         data = _data(Path(d), texts)
+        subprocess.run([sys.executable, "-m", "downsize.cli", "status", "-c", str(cfg)], capture_output=True,
+                       env={**os.environ, "PYTHONPATH": src}, cwd=d, check=True)  # the store exists already
         procs = [_label(src, cfg, data) for _ in range(2)]
         outs = [p.communicate(timeout=600) for p in procs]
         spend, rows = _store_spend(cfg)

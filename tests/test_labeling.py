@@ -51,6 +51,14 @@ def _labels(store: Store) -> dict[str, list[str]]:
         return out
 
 
+async def _progress(done, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait (polling, with a generous deadline) until ``done()``: a run has made progress."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "no progress within the deadline"
+        await asyncio.sleep(0.02)
+
+
 def _assert_consistent(store: Store, labels: set[str]) -> None:
     """Every label points at a recorded ok call that gave exactly that label."""
     with store.session() as s:
@@ -136,7 +144,7 @@ def test_stop_event_finishes_calls_in_flight(tmp_store, reuters_rows, reuters_re
             stop = asyncio.Event()
             async with AsyncTeacher(srv.base_url, model="replay", store=tmp_store, max_concurrency=4) as t:
                 task = asyncio.create_task(label_texts(tmp_store, t, "news", r8_task, texts, progress=False, stop=stop))
-                await asyncio.sleep(0.3)
+                await _progress(lambda: srv.stats["requests"] >= 8)  # polled, not a fixed sleep: load varies
                 stop.set()
                 return await task
 
@@ -153,7 +161,7 @@ def test_cancel_leaves_the_store_consistent(tmp_store, reuters_rows, reuters_rec
         async def go() -> None:
             async with AsyncTeacher(srv.base_url, model="replay", store=tmp_store, max_concurrency=4) as t:
                 task = asyncio.create_task(label_texts(tmp_store, t, "news", r8_task, texts, progress=False))
-                await asyncio.sleep(0.3)
+                await _progress(lambda: len(_labels(tmp_store)) >= 1)  # labels written, whatever the load
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task

@@ -294,10 +294,14 @@ def test_kill_mid_run_and_resume_pays_for_nothing_twice(tmp_path, reuters_rows) 
         assert child.returncode == 0, err
         summary = json.loads(out.strip().splitlines()[-1])
         stats = _wait_idle(srv)
-        assert stats["requests"] == n  # every row paid for exactly once
+        # every row paid for exactly once, but for an answer that arrived unrecorded at the kill: the
+        # kill is timed for none, yet a loaded machine can stall this process past the 60 ms margin;
+        # such a call is re-sent, and the resume counts it among the claims it took over
+        extra = stats["requests"] - n
+        assert 0 <= extra <= summary["reclaimed"] <= workers
         assert summary["already_labelled"] == recorded
-        assert summary["teacher_calls"] == n - paid_before
-        assert summary["cached_calls"] == paid_before - recorded
+        assert summary["teacher_calls"] == n - paid_before + extra
+        assert summary["cached_calls"] == paid_before - extra - recorded
         assert summary["labelled"] == n - recorded and summary["failed"] == 0
 
     with Store(config.store_url()) as st:

@@ -16,22 +16,22 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from ..config import Config, TaskConfig
-from .files import read_texts
 from ..errors import BudgetExceeded, TeacherError
 from ..store import Store, text_hash
 from ..teacher import AsyncTeacher, Budget
+from .files import read_texts
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-__all__ = ["LabelSummary", "label_texts", "label_file"]
+__all__ = ["LabelSummary", "label_file", "label_texts", "run_interruptible"]
 
 _FLUSH_ROWS = 64  # labels written per transaction at most...
 _FLUSH_S = 0.25  # ...and at least this often while answers arrive
@@ -42,7 +42,7 @@ _MAX_ERRORS = 5  # example error messages kept in the summary
 class LabelSummary:
     """What a labelling run did.
 
-    ``rows`` counts distinct texts; ``rows == already_labelled + labelled + failed + remaining``.
+    ``rows`` counts distinct texts; ``rows == already_labelled + labelled + failed + rejected + remaining``.
     ``teacher_calls`` is the number of HTTP requests made (retries included) and
     ``cached_calls`` the calls answered by the store's cache at no cost.
     """
@@ -68,11 +68,12 @@ class LabelSummary:
     skipped_rows: int = 0
     skipped_note: str = ""
     budget_usd: float | None = None
+    rejected: int = 0  # answered, but not what ``accept`` wanted (``downsize synth``: not the intended label)
 
     @property
     def remaining(self) -> int:
         """Rows not attempted because the run stopped early."""
-        return self.rows - self.already_labelled - self.labelled - self.failed
+        return self.rows - self.already_labelled - self.labelled - self.failed - self.rejected
 
     @property
     def rows_per_s(self) -> float:
@@ -97,6 +98,8 @@ class LabelSummary:
         t.add_row("already labelled", f"{self.already_labelled:,}")
         t.add_row("labelled now", f"{self.labelled:,}")
         t.add_row("failed", f"{self.failed:,} ({self.parse_errors} parse, {self.teacher_errors} teacher)")
+        if self.rejected:
+            t.add_row("rejected (not the intended answer)", f"{self.rejected:,}")
         if self.remaining:
             t.add_row("not attempted", f"{self.remaining:,}")
         t.add_row("teacher HTTP calls", f"{self.teacher_calls:,}")
@@ -151,6 +154,8 @@ async def label_texts(
     budget: Budget | None = None,
     progress: bool = True,
     stop: asyncio.Event | None = None,
+    label_source: str = "teacher",
+    accept: Callable[[str, Any], bool] | None = None,
 ) -> LabelSummary:
     """Label every text of ``texts`` the teacher has not labelled yet.
 
@@ -170,6 +175,12 @@ async def label_texts(
         Show a progress bar (rows, $ so far, ETA) on stderr.
     stop : asyncio.Event, optional
         Set it to stop after the calls in flight (``stopped_reason="interrupted"``).
+    label_source : str, default="teacher"
+        The source the labels are stored with (``synthetic`` for :mod:`.synth`); texts that
+        already have a label from it are skipped.
+    accept : callable, optional
+        ``accept(text, answer)``: store the answer only if it returns True (else it is counted
+        in ``rejected``; the paid call stays cached, so asking again is free).
 
     Returns
     -------
@@ -183,7 +194,7 @@ async def label_texts(
     t0 = time.perf_counter()
     texts = list(texts)
     ids = store.add_examples(task_name, texts, source=source)
-    done = store.labelled_hashes(task_name, source="teacher")
+    done = store.labelled_hashes(task_name, source=label_source)
     summary = LabelSummary(task=task_name, budget_usd=budget.limit_usd if budget else None)
     pending: list[tuple[int, str]] = []
     seen: set[int] = set()
@@ -212,7 +223,7 @@ async def label_texts(
             batch = list(buffer)
             buffer.clear()
             store.add_labels(
-                task_name, [(e, lab) for e, lab, _ in batch], source="teacher",
+                task_name, [(e, lab) for e, lab, _ in batch], source=label_source,
                 teacher_call_ids=[c for _, _, c in batch],
             )
         last_flush = time.monotonic()
@@ -231,7 +242,7 @@ async def label_texts(
         now = time.monotonic()
         if bar is not None and (force or now - last_tick >= 0.05):
             last_tick = now
-            bar.update(bar_task, completed=summary.labelled + summary.failed, cost=summary.cost_usd,
+            bar.update(bar_task, completed=summary.labelled + summary.failed + summary.rejected, cost=summary.cost_usd,
                        failed=summary.failed)
 
     async def worker() -> None:
@@ -260,7 +271,9 @@ async def label_texts(
                 summary.cost_usd += ans.cost_usd
                 if not ans.cached:
                     latencies.append(ans.latency_ms)
-                if ans.status == "ok" and ans.answer is not None:
+                if ans.status == "ok" and ans.answer is not None and accept is not None and not accept(text, ans.answer):
+                    summary.rejected += 1
+                elif ans.status == "ok" and ans.answer is not None:
                     summary.labelled += 1
                     buffer.append((eid, task.encode(ans.answer), ans.call_id))
                     if len(buffer) >= _FLUSH_ROWS or time.monotonic() - last_flush >= _FLUSH_S:
@@ -329,7 +342,31 @@ def label_file(
     store = store if store is not None else Store(config.store_url())
     budget = Budget(budget_usd) if budget_usd is not None else None
 
-    async def run() -> LabelSummary:
+    async def run(stop: asyncio.Event) -> LabelSummary:
+        async with AsyncTeacher.from_config(teacher_cfg, store=store) as teacher:
+            return await label_texts(
+                store, teacher, task_name, task, data.texts,
+                source=str(path), budget=budget, progress=progress, stop=stop,
+            )
+
+    try:
+        summary = run_interruptible(run)
+    finally:
+        if own_store:
+            store.close()
+    summary.skipped_rows = len(data.skipped)
+    summary.skipped_note = data.skipped_summary()
+    return summary
+
+
+T = TypeVar("T")
+
+
+def run_interruptible(job: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """Run ``job(stop)`` in a new event loop; the first Ctrl-C sets ``stop`` (the job finishes the calls
+    in flight and returns), a second one cancels it (``KeyboardInterrupt``)."""
+
+    async def run() -> T:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
@@ -349,22 +386,12 @@ def label_file(
             except (NotImplementedError, RuntimeError, ValueError):  # e.g. Windows
                 pass
         try:
-            async with AsyncTeacher.from_config(teacher_cfg, store=store) as teacher:
-                return await label_texts(
-                    store, teacher, task_name, task, data.texts,
-                    source=str(path), budget=budget, progress=progress, stop=stop,
-                )
+            return await job(stop)
         finally:
             if handled:
                 loop.remove_signal_handler(signal.SIGINT)
 
     try:
-        summary = asyncio.run(run())
+        return asyncio.run(run())
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
-    finally:
-        if own_store:
-            store.close()
-    summary.skipped_rows = len(data.skipped)
-    summary.skipped_note = data.skipped_summary()
-    return summary

@@ -28,7 +28,8 @@ from .config import Config, load_config
 from .data import decode_answers, label_file, read_texts, write_rows
 from .errors import NotCalibratedError, StudentError
 from .store import CalibrationRun, Store, StudentVersion, TeacherCall
-from .teacher import AsyncTeacher, Budget, build_messages
+from .teacher import AsyncTeacher, SharedBudget, build_messages
+from .lifecycle import live as live_version
 from .training import TrainResult, calibrate_task, load_student_version, train_task
 
 __all__ = ["Project", "PredictSummary", "percentile"]
@@ -94,10 +95,11 @@ class Project:
 
     # -- label / train / calibrate ------------------------------------------------------
     def label(self, task: str, path: str | os.PathLike[str], *, text_col: str | None = None,
-              limit: int | None = None, budget_usd: float | None = None, progress: bool = True) -> Any:
+              limit: int | None = None, budget_usd: float | None = None, progress: bool = True,
+              keep_going: bool = False) -> Any:
         """Have the teacher label the rows of a file (resumable; nothing is paid for twice)."""
         return label_file(self.config, task, path, text_col=text_col, limit=limit,
-                          budget_usd=budget_usd, store=self.store, progress=progress)
+                          budget_usd=budget_usd, store=self.store, progress=progress, keep_going=keep_going)
 
     def synth(self, task: str, per_label: int, *, budget_usd: float | None = None, progress: bool = True,
               max_rounds: int = 3, near_duplicate: float = 0.8) -> Any:
@@ -125,7 +127,11 @@ class Project:
 
     # -- the cascade ----------------------------------------------------------------------
     def cascade(self, task: str, *, teacher: AsyncTeacher | None = None, require_calibration: bool = True) -> Cascade:
-        """The task's latest student with its latest calibration, and the policy they allow.
+        """The task's live student with its calibration, and the policy they allow.
+
+        Live is the newest student with its newest calibration until the task's first promotion,
+        rollback or suspension; from then on what :func:`downsize.lifecycle.live` says (a
+        suspended task gets a shadow policy whose reason starts with ``suspended:``).
 
         With ``require_calibration=False`` (the gateway) it never refuses: a task without a
         calibrated student, with a student that cannot be loaded, or with ``mode: shadow`` gets a
@@ -139,8 +145,8 @@ class Project:
             With ``require_calibration``: the student's files are missing or corrupt.
         """
         t = self.config.task(task)
-        sv = self.store.latest_student(task)
-        run = self.store.latest_calibration(task, student_version_id=sv.id) if sv is not None else None
+        now = live_version(self.store, task)
+        sv, run = now.student, now.calibration
         missing = (f"task {task!r} has no student: run `downsize train {task}` then `downsize calibrate {task}`"
                    if sv is None else
                    f"student v{sv.version} of task {task!r} is not calibrated: run `downsize calibrate {task}`"
@@ -157,7 +163,8 @@ class Project:
                 load_error = str(exc)
         shadow = ("mode: shadow in the config" if t.mode == "shadow" else
                   f"the student could not be loaded ({load_error})" if load_error else
-                  f"no calibrated student ({missing})" if missing else None)
+                  f"no calibrated student ({missing})" if missing else
+                  f"suspended: {now.reason}" if now.suspended else None)
         return Cascade(t, task_name=task, student=student, teacher=teacher,
                        policy=Policy(threshold=run.threshold if run is not None else None, shadow=shadow),
                        student_version_id=sv.id if sv is not None else None,
@@ -203,7 +210,7 @@ class Project:
         decisions: list[Decision] = []
 
         async def go() -> Cascade:
-            budget = Budget(budget_usd) if budget_usd is not None else None
+            budget = SharedBudget(budget_usd, self.store) if budget_usd is not None else None
             async with self.teacher(task) as teacher:
                 cas = self.cascade(task, teacher=teacher)
                 with Progress(TextColumn("[bold]cascade"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -269,12 +276,15 @@ class Project:
 
     # -- reading back ----------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
-        """Per task: labelled examples, latest student and calibration."""
+        """Per task: labelled examples, live student and calibration, state (live / suspended, and why)."""
         out = []
         for name in self.config.tasks:
-            sv: StudentVersion | None = self.store.latest_student(name)
-            run = self.store.latest_calibration(name, student_version_id=sv.id) if sv else None
+            now = live_version(self.store, name)
+            sv: StudentVersion | None = now.student
+            run = now.calibration
             out.append({
+                "state": "suspended" if now.suspended else ("live" if run is not None else "shadow"),
+                "reason": now.reason,
                 "task": name, "labelled": len(self.store.labelled_examples(name)),
                 "student": f"v{sv.version} ({sv.kind})" if sv else None,
                 "threshold": None if run is None else run.threshold,

@@ -174,8 +174,9 @@ def synth(
         err_console.print(f"note: {task} has only synthetic examples: `downsize train {task}` works, but calibration "
                           f"needs real traffic (`downsize label {task} DATA` or `downsize audit import LOGS --task "
                           f"{task}`) before the student may answer anything", highlight=False)
-    if s.stopped_reason == "budget":
-        raise typer.Exit(4)
-    if s.stopped_reason == "interrupted":
-        err_console.print("interrupted: run the same command again to finish (nothing is paid twice)")
-        raise typer.Exit(130)
+    if s.stopped_reason in ("interrupted", "terminated"):
+        err_console.print(f"{s.stopped_reason}: run the same command again to finish (nothing is paid twice)")
+    if s.stopped_reason is not None:
+        from ..data.summary import EXIT_CODES
+
+        raise typer.Exit(EXIT_CODES.get(s.stopped_reason, 1))

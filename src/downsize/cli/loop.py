@@ -32,18 +32,39 @@ def label(
     data: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file of unlabelled rows.")],
     text_col: Annotated[str | None, typer.Option(help="Column with the text (default: the task's text_field).")] = None,
     limit: Annotated[int | None, typer.Option(help="Label at most this many rows.")] = None,
-    budget: Annotated[float | None, typer.Option(help="Stop before spending more than this many dollars.")] = None,
+    budget: Annotated[float | None, typer.Option(
+        help="Stop before spending more than this many dollars (counting what other runs on the store spend meanwhile).")] = None,
+    keep_going: Annotated[bool, typer.Option(
+        "--keep-going", help="Label on when the teacher fails call after call or its first answers do not parse.")] = False,
     config: ConfigOpt = Path("downsize.yaml"),
 ) -> None:
-    """Have the teacher label a file. Resumable: only rows without a label are sent."""
+    """Have the teacher label a file. Resumable: only rows without a label are sent, and a call is
+    never paid twice (not by a re-run, nor by two runs at once on one store).
+
+    \b
+    Exit codes:
+      0    every row has a label
+      5    some rows failed (parse or teacher errors); run again to retry them
+      3    the teacher is unreachable: stopped early after failed calls in a row
+      6    none of the first answers fit the task (check the labels): stopped early
+      4    stopped before a call could pass --budget
+      130  interrupted (Ctrl-C); 143 terminated (SIGTERM): stopped after the calls in flight
+      2    bad input or config; 1 any other error
+    """
     with _project(config) as p:
-        summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget)
+        summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget, keep_going=keep_going)
     console.print(summary.render())
-    if summary.stopped_reason == "budget":
-        raise typer.Exit(4)
-    if summary.stopped_reason == "interrupted":
-        err_console.print("interrupted: run the same command again to label the rest (nothing is paid twice)")
-        raise typer.Exit(130)
+    code = summary.exit_code
+    if summary.stop_message:
+        err_console.print(summary.stop_message, highlight=False, soft_wrap=True)
+    if summary.stopped_reason in ("interrupted", "terminated"):
+        err_console.print(f"{summary.stopped_reason}: run the same command again to label the rest "
+                          "(nothing is paid twice)")
+    elif code == 5:
+        err_console.print(f"{summary.failed:,} row(s) failed: run the same command again to retry them "
+                          "(the others are not paid again)")
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("add-labels")
@@ -195,9 +216,14 @@ def status(config: ConfigOpt = Path("downsize.yaml")) -> None:
     with _project(config) as p:
         rows = p.status()
     t = Table(title="downsize status")
-    for c in ("task", "labelled", "student", "threshold", "coverage", "teacher $"):
+    for c in ("task", "state", "labelled", "student", "threshold", "coverage", "teacher $"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["task"], f"{r['labelled']:,}", r["student"] or "–", _fmt(r["threshold"], ".4f"),
+        state = "[bold red]SUSPENDED[/]" if r["state"] == "suspended" else r["state"]
+        t.add_row(r["task"], state, f"{r['labelled']:,}", r["student"] or "–", _fmt(r["threshold"], ".4f"),
                   _fmt(None if r["coverage"] is None else 100 * r["coverage"], ".1f", "%"), f"{r['spend_usd']:.4f}")
     console.print(t)
+    for r in rows:
+        if r["state"] == "suspended":
+            console.print(f"[bold red]{r['task']} is suspended[/] (every request goes to the teacher): {r['reason']}",
+                          highlight=False, soft_wrap=True)

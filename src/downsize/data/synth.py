@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Config, TaskConfig
 from ..errors import AnswerError, BudgetExceeded, TeacherError
 from ..store import Store
-from ..teacher import AsyncTeacher, Budget
+from ..teacher import AsyncTeacher, Budget, SharedBudget
 from ..teacher.generate import generate
 from ..teacher.prompt import build_generation_messages
 from .labeling import _progress_bar, label_texts, run_interruptible
@@ -113,7 +113,7 @@ class SynthSummary:
     cached_verifications: int = 0
     cost_usd: float = 0.0
     budget_usd: float | None = None
-    stopped_reason: str | None = None  # None | "budget" | "interrupted"
+    stopped_reason: str | None = None  # None | a key of downsize.data.summary.EXIT_CODES
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -126,8 +126,8 @@ class SynthSummary:
     def render(self) -> Table:
         from rich.table import Table
 
-        stop = {None: "finished", "budget": "stopped: budget reached", "interrupted": "stopped: interrupted"}
-        t = Table(title=f"synthetic examples for {self.task}: {stop.get(self.stopped_reason, self.stopped_reason)}",
+        stop = {None: "finished", "budget": "stopped: budget reached"}
+        t = Table(title=f"synthetic examples for {self.task}: {stop.get(self.stopped_reason, f'stopped: {self.stopped_reason}')}",
                   title_justify="left")
         for c in ("target", "kept", "written", "duplicates", "empty", "rejected by the teacher"):
             t.add_column(c, justify="left" if c == "target" else "right")
@@ -245,8 +245,10 @@ async def synth_texts(store: Store, teacher: AsyncTeacher, task_name: str, task:
         summary.cached_verifications += s.cached_calls
         summary.cost_usd += s.cost_usd
         summary.errors.extend(s.errors[: max(0, 5 - len(summary.errors))])
-        if s.stopped_reason == "budget":
-            summary.stopped_reason = "budget"
+        if s.stopped_reason and s.stopped_reason != "interrupted":  # budget, or the circuit breaker
+            summary.stopped_reason = s.stopped_reason
+            if s.stop_message:
+                summary.errors.append(s.stop_message)
             break
     if summary.stopped_reason is None and halt.is_set():
         summary.stopped_reason = "interrupted"
@@ -261,7 +263,7 @@ def synth_task(config: Config, task_name: str, per_label: int, *, budget_usd: fl
     teacher_cfg = config.teacher_for(task_name)
     own = store is None
     store = store if store is not None else Store(config.store_url())
-    budget = Budget(budget_usd) if budget_usd is not None else None
+    budget = SharedBudget(budget_usd, store) if budget_usd is not None else None
 
     async def run(stop: asyncio.Event) -> SynthSummary:
         async with AsyncTeacher.from_config(teacher_cfg, store=store) as teacher:
@@ -269,7 +271,10 @@ def synth_task(config: Config, task_name: str, per_label: int, *, budget_usd: fl
                                      stop=stop, max_rounds=max_rounds, near_duplicate=near_duplicate)
 
     try:
-        return run_interruptible(run)
+        summary, got = run_interruptible(run)
     finally:
         if own:
             store.close()
+    if summary.stopped_reason == "interrupted" and got:
+        summary.stopped_reason = got[0]
+    return summary

@@ -99,6 +99,26 @@ class TaskConfig(BaseModel):
         default=0.01, ge=0, le=1,
         description="share of answered requests put in the review queue at random: the unbiased live estimate",
     )
+    monitor_delta: float = Field(
+        default=0.05, gt=0, lt=1,
+        description="probability, over the task's whole life, that the live monitors ever suspend it (or warn) "
+        "while the live risk is in fact <= alpha",
+    )
+    drift_spot_check_rate: float = Field(
+        default=0.2, ge=0, le=1,
+        description="spot-check rate while the drift monitor warns (confidence has moved): more checks, sooner verdict",
+    )
+    drift_boost_s: float = Field(default=900.0, gt=0, description="how long a drift warning raises the spot-check rate")
+    retrain: Literal["manual", "auto"] = Field(
+        default="manual",
+        description="auto: a suspended task is retrained (or recalibrated) by the gateway itself, off the request "
+        "path, each time retrain_min_labels new shadow labels have come in; the gate decides if it goes live",
+    )
+    retrain_min_labels: int = Field(
+        default=400, ge=20,
+        description="fresh labels (newer than any the candidate trains on) needed to retrain; fewer: recalibrate",
+    )
+    retrain_window: int = Field(default=20_000, ge=100, description="most recent labels a candidate trains on")
 
     #: Student families that fit this kind, cheapest first (``auto`` chooses among them).
     students: ClassVar[tuple[str, ...]] = ()

@@ -328,18 +328,18 @@ def write_litellm_csv(calls: Sequence[Call], path: Path, rng: random.Random) -> 
 
 
 def write_gateway_db(calls: Sequence[Call], url: str) -> None:
-    from downsize.audit import request_row
+    from downsize.audit import AuditRecord
     from downsize.store import Store, text_hash
 
     rows = []
     for c in calls:
         text = c.messages[-1]["content"]
-        rows.append(request_row(
+        rows.append(AuditRecord(
             request_id=c.id, ts=c.ts, task=None, model=c.model, input_hash=text_hash(text), input_text=text,
             answer=c.answer, answered_by="passthrough", reason=f"model {c.model!r} is not a downsize task",
             teacher_input_tokens=c.input_tokens, teacher_output_tokens=c.output_tokens,
             teacher_cost_usd=cost(c.model, c.input_tokens, c.output_tokens) or 0.0, latency_ms=c.latency_ms,
-            teacher_latency_ms=c.latency_ms))
+            teacher_latency_ms=c.latency_ms).row())
     with Store(url) as store:
         for i in range(0, len(rows), 5000):
             store.log_requests(rows[i:i + 5000])

@@ -228,3 +228,43 @@ def test_watch_counts_teacher_failures_neither_way_and_checkpoints(proj: tuple[C
     from downsize.monitor import RiskMonitor
 
     assert RiskMonitor.replay(losses, rep.risk.alpha, rep.risk.delta).state == rep.risk
+
+
+def test_the_cli_verbs(proj: tuple[Config, Store], demo: dict[str, list[Any]], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from downsize.cli import app
+
+    cfg, store = proj
+    y = tmp_path / "downsize.yaml"
+    y.write_text(f"store: {cfg.store}\nhome: {cfg.home}\nteachers:\n  default:\n    base_url: http://127.0.0.1:9/v1\n"
+                 f"    model: m\ntasks:\n  news:\n    instructions: Route the story.\n    labels: "
+                 "{" + ", ".join(f"{k}: {k}" for k in LABELS) + "}\n    student: tfidf\n    alpha: 0.1\n"
+                 "    retrain_min_labels: 100\n")
+    run = CliRunner().invoke
+    lifecycle.suspend(store, "news", expect=lifecycle.live(store, "news"), message="7 of 40 spot checks disagreed",
+                      evidence={"checks": 40, "disagreements": 7, "mean_loss": 0.175})
+    r = run(app, ["status", "-c", str(y)])
+    assert r.exit_code == 0 and "SUSPENDED" in r.output and "7 of 40" in r.output, r.output
+    r = run(app, ["log", "tail", "-c", str(y)])
+    assert r.exit_code == 0 and "suspended" in r.output and "7 of 40" in r.output, r.output
+    r = run(app, ["retrain", "news", "--train", "-c", str(y)])
+    assert r.exit_code == 1 and "0 fresh shadow labels" in r.output, r.output
+    add(store, demo["test"][:600], "shadow")
+    r = run(app, ["retrain", "news", "-c", str(y)])
+    assert r.exit_code == 0 and "passed the gate" in r.output and "is live" in r.output, r.output
+    r = run(app, ["versions", "news", "-c", str(y)])
+    assert r.exit_code == 0 and "v2" in r.output and "live" in r.output and "fresh" in r.output, r.output
+    r = run(app, ["rollback", "news", "-c", str(y)])
+    assert r.exit_code == 0 and "rolled back to v1" in r.output, r.output
+    r = run(app, ["resume", "news", "-c", str(y)])
+    assert r.exit_code == 1 and "not suspended" in r.output
+    r = run(app, ["promote", "news", "9", "-c", str(y)])
+    assert r.exit_code == 1 and "no student v9" in r.output
+    r = run(app, ["promote", "news", "2", "-c", str(y)])
+    assert r.exit_code == 0 and "v2 promoted" in r.output, r.output
+    lifecycle.suspend(store, "news", expect=lifecycle.live(store, "news"), message="again", evidence={"mean_loss": 0.2})
+    r = run(app, ["resume", "news", "-c", str(y)], input="n\n")
+    assert r.exit_code == 1 and lifecycle.live(store, "news").suspended
+    r = run(app, ["resume", "news", "--yes", "-c", str(y)])
+    assert r.exit_code == 0 and "no new evidence" in r.output and not lifecycle.live(store, "news").suspended

@@ -296,8 +296,13 @@ def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None
 
 
 def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float | None = None,
-                   delta: float | None = None) -> tuple[CalibrationRun, ThresholdCalibrator]:
+                   delta: float | None = None, save: bool = True,
+                   force: bool = False) -> tuple[CalibrationRun, ThresholdCalibrator]:
     """Pick λ for the latest student on its held-out split and record the run.
+
+    ``save=False`` (``calibrate --dry-run``) computes and returns the run without recording it. A
+    run in which no threshold qualifies is not recorded over a calibration of the same student that
+    has one (that would send every request to the teacher at once) unless ``force``.
 
     With the task's ``reference: human`` the split's rows labelled by people are the reference once
     there are enough of them (see :func:`_reference_rows`); ``details["reference_rows"]`` says how
@@ -306,7 +311,8 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     Raises
     ------
     CalibrationError
-        No student yet, or too little calibration data for the requested α and δ.
+        No student yet, too little calibration data for the requested α and δ, or (without
+        ``force``) nothing qualifies where the current calibration has a threshold.
     """
     task = config.task(task_name)
     alpha = task.alpha if alpha is None else alpha
@@ -354,6 +360,15 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
                  "loss_answered": float(cal.loss_answered_), "reference_rows": people,
                  "teacher_only": {"labels": sorted(rare), "rows": int(teacher_only.sum())}},
     )
+    if not save:
+        return run, cal
+    prev = None if force or run.threshold is not None else store.latest_calibration(task_name, student_version_id=sv.id)
+    if prev is not None and prev.threshold is not None:
+        raise CalibrationError(
+            f"task {task_name!r}: no threshold qualifies at alpha={alpha:g}, delta={delta:g} on {run.n_calib:,} "
+            f"held-out rows of v{sv.version}; kept the current calibration (threshold {prev.threshold:.4f} at "
+            f"alpha={prev.alpha:g}, {prev.coverage:.1%} answered locally). Pass --force (force=True) to replace "
+            "it and send every request to the teacher, or --dry-run to see the figures")
     store.add(run)
     return run, cal
 

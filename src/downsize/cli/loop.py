@@ -120,16 +120,21 @@ def calibrate(
     task: Annotated[str, typer.Argument()],
     alpha: Annotated[float | None, typer.Option(help="Max disagreement rate on answered requests.")] = None,
     delta: Annotated[float | None, typer.Option(help="The guarantee holds with probability 1-delta.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be certified; save nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Save even a calibration that qualifies no threshold over one "
+                                        "that has a threshold (every request then goes to the teacher).")] = False,
     config: ConfigOpt = Path("downsize.yaml"),
 ) -> None:
     """Pick the confidence threshold with a finite-sample guarantee (Learn-then-Test)."""
     with _project(config) as p:
-        run, cal = p.calibrate(task, alpha=alpha, delta=delta)
-    t = Table(title=f"{task}: calibration (student v{run.details.get('student_version')})", show_header=False)
+        run, cal = p.calibrate(task, alpha=alpha, delta=delta, save=not dry_run, force=force)
+    dry = " — dry run, nothing saved" if dry_run else ""
+    t = Table(title=f"{task}: calibration (student v{run.details.get('student_version')}){dry}", show_header=False)
     t.add_row("target", f"disagreement ≤ {run.alpha:.1%} with probability ≥ {1 - run.delta:.0%}")
     t.add_row("relative to", f"{run.reference} labels on {run.n_calib:,} held-out rows")
     if run.threshold is None:
-        t.add_row("threshold", "[red]none qualifies[/]: every request stays on the teacher")
+        t.add_row("threshold", "[red]none qualifies[/]: every request " + ("would stay" if dry_run else "stays")
+                  + " on the teacher")
     else:
         t.add_row("threshold λ", f"{run.threshold:.4f}")
         t.add_row("answered locally", f"{run.coverage:.1%} (interval {run.coverage_lo:.1%}–{run.coverage_hi:.1%})")
@@ -150,11 +155,19 @@ def predict(
     text_col: Annotated[str | None, typer.Option()] = None,
     limit: Annotated[int | None, typer.Option()] = None,
     budget: Annotated[float | None, typer.Option(help="Dollar cap on teacher calls for escalations.")] = None,
+    keep_cols: Annotated[str, typer.Option(
+        help="Input columns to copy into the output: 'all' (default), 'none', or a comma-separated list. "
+        "The prediction goes into new columns after them (row, text, the answer e.g. label, confidence, "
+        "answered_by, latency_ms, cost_usd, reason); one whose name an input column kept already has "
+        "is written as downsize_<name> (an input label column is never overwritten), and text is left "
+        "out when the input's text column is kept.")] = "all",
     config: ConfigOpt = Path("downsize.yaml"),
 ) -> None:
     """Answer a file through the cascade: student when it may, teacher otherwise."""
+    cols = None if keep_cols.strip().lower() == "all" else [] if keep_cols.strip().lower() == "none" else \
+        [c.strip() for c in keep_cols.split(",") if c.strip()]
     with _project(config) as p:
-        s = p.predict(task, data, output, text_col=text_col, limit=limit, budget_usd=budget)
+        s = p.predict(task, data, output, text_col=text_col, limit=limit, budget_usd=budget, keep_cols=cols)
     t = Table(title=f"{task}: {s.rows:,} rows → {s.output}")
     t.add_column("")
     t.add_column("cascade", justify="right")
@@ -165,6 +178,9 @@ def predict(
     t.add_row("latency p50 ms", _fmt(s.latency_p50_ms, ".2f"), _fmt(s.teacher_only_latency_p50_ms, ".1f"))
     t.add_row("latency p95 ms", _fmt(s.latency_p95_ms, ".2f"), _fmt(s.teacher_only_latency_p95_ms, ".1f"))
     console.print(t)
+    if s.renamed:
+        console.print("prediction columns renamed beside the input's: "
+                      + ", ".join(f"{a} → {b}" for a, b in s.renamed.items()), highlight=False)
     console.print(f"answered by: {s.answered_by}; student agrees with the teacher on "
                   f"{_fmt(None if s.escalated_agreement is None else 100 * s.escalated_agreement, '.1f', '%')} of escalated rows")
 

@@ -22,7 +22,7 @@ from .config import Config
 from .tasks import TaskConfig
 from .errors import AnswerError, CalibrationError, CorruptArtifactError, StudentError
 from .store import CalibrationRun, Store, StudentVersion
-from .students import available, load_student, make_student
+from .students import OPT_IN, available, load_student, make_student
 
 __all__ = ["TrainResult", "train_task", "calibrate_task", "load_student_version", "candidate_kinds"]
 
@@ -47,8 +47,9 @@ class TrainResult:
 
 
 def candidate_kinds(task: TaskConfig) -> list[str]:
-    """Students ``auto`` chooses among: the families that fit the task's kind and are installed."""
-    return [f for f in task.students if available(f, task_kind=task.kind)]
+    """Students ``auto`` chooses among: the families that fit the task's kind and are installed
+    (not the opt-in ones, :data:`~downsize.students.OPT_IN`: their fit takes minutes)."""
+    return [f for f in task.students if f not in OPT_IN and available(f, task_kind=task.kind)]
 
 
 def _answers(task_name: str, task: TaskConfig, examples: list[Any]) -> list[Any]:

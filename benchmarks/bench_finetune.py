@@ -38,7 +38,9 @@ from downsize.errors import CalibrationError
 from downsize.students import load_student, make_student
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+# ../shared/data beside the repository (a worktree under wt/ looks one level further up)
+SHARED = next((p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()),
+              REPO.parent / "shared" / "data")
 RESULTS = REPO / "benchmarks" / "results"
 ALPHAS = (0.05, 0.02)
 
@@ -110,7 +112,8 @@ def bench_dataset(name: str, args: argparse.Namespace) -> dict[str, object]:
     for kind in args.students:
         params: dict[str, object] = {"random_state": 0}
         if kind == "finetune":
-            params |= {"max_seconds": args.ft_max_seconds, "progress": sys.stderr.isatty()}
+            params |= {"max_seconds": args.ft_max_seconds, "progress": sys.stderr.isatty(),
+                       "threads": args.ft_threads}
         load_before = os.getloadavg()
         t0 = time.perf_counter()
         st = make_student(kind, **params).fit(X, y)
@@ -166,6 +169,8 @@ def main() -> None:
     ap.add_argument("--delta", type=float, default=0.05)
     ap.add_argument("--max-train", type=int, default=None)
     ap.add_argument("--ft-max-seconds", type=float, default=600.0)
+    ap.add_argument("--ft-threads", type=int, default=None,
+                    help="torch/onnxruntime threads of the finetune student (default: the cores)")
     ap.add_argument("--encoder-texts", type=int, default=600)
     ap.add_argument("--no-encoder-speed", dest="encoder_speed", action="store_false")
     ap.add_argument("--out", default="finetune")

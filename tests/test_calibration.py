@@ -265,3 +265,78 @@ def test_min_answered_moves_the_start() -> None:
     assert (
         ThresholdCalibrator(alpha=0.02, min_answered=10).fit(scores, correct).start_answered_ == 149
     )
+
+
+# -- bounded (real-valued) losses -----------------------------------------------------------------
+
+
+def _bounded_draw(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Losses in [0, 1]: a miss costs a Beta(2, 3) share (a partial F1 miss), likelier when unsure
+    (the true selective risk is :func:`_bounded_risk`)."""
+    s = rng.uniform(size=n)
+    miss = rng.uniform(size=n) < 0.6 * (1 - s) ** 2
+    return s, np.where(miss, rng.beta(2, 3, size=n), 0.0)
+
+
+def _bounded_risk(lam: float) -> float:
+    # E[miss | s ≥ λ] = 0.6 ∫_λ^1 (1-s)^2 ds / (1-λ) = 0.2 (1-λ)^2; times E[Beta(2,3)] = 0.4
+    return 0.08 * (1 - lam) ** 2
+
+
+@pytest.mark.parametrize("bound", ["hoeffding_bentkus", "betting"])
+def test_guarantee_holds_for_a_bounded_loss(bound: str) -> None:
+    """Over 200 calibration samples of a real-valued loss, the true mean loss at λ̂ exceeds α in ≤ δ."""
+    alpha, delta, runs = 0.03, 0.1, 200
+    rng = np.random.default_rng(5)
+    bad, cov = 0, []
+    for _ in range(runs):
+        s, loss = _bounded_draw(rng, 1000)
+        cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=bound).fit(s, loss=loss)
+        cov.append(cal.coverage_)
+        bad += cal.threshold_ is not None and _bounded_risk(cal.threshold_) > alpha
+    assert bad / runs <= delta + 3 * math.sqrt(delta * (1 - delta) / runs)
+    assert np.mean(cov) > 0.2  # R(λ) ≤ 0.03 up to coverage 0.61: not vacuous
+
+
+def test_a_bounded_loss_certifies_more_than_counting_every_partial_miss_as_an_error() -> None:
+    rng = np.random.default_rng(6)
+    s, loss = _bounded_draw(rng, 3000)
+    for bound in ("hoeffding_bentkus", "betting"):
+        real = ThresholdCalibrator(alpha=0.03, bound=bound).fit(s, loss=loss)
+        zero_one = ThresholdCalibrator(alpha=0.03, bound=bound).fit(s, loss > 0)
+        assert real.coverage_ > zero_one.coverage_ + 0.1, bound
+        assert real.loss_answered_ / real.n_answered_ <= real.risk_upper_ <= 0.03
+        assert real.errors_answered_ == int((loss[s >= real.threshold_] > 0).sum())
+
+
+def test_zero_one_losses_give_the_same_answer_through_correct_and_loss() -> None:
+    rng = np.random.default_rng(7)
+    s, ok = _draw(rng, 2000, _smooth)
+    for bound in ("binomial", "hoeffding_bentkus", "betting"):
+        a = ThresholdCalibrator(alpha=0.05, bound=bound).fit(s, ok)
+        b = ThresholdCalibrator(alpha=0.05, bound=bound).fit(s, loss=(~ok).astype(float))
+        assert (a.threshold_, a.n_answered_, a.risk_upper_) == (b.threshold_, b.n_answered_, b.risk_upper_)
+
+
+def test_betting_is_deterministic_and_close_to_the_exact_test_on_zero_one_losses() -> None:
+    rng = np.random.default_rng(8)
+    s, ok = _draw(rng, 3000, _smooth)
+    first = ThresholdCalibrator(alpha=0.05, bound="betting").fit(s, ok)
+    again = ThresholdCalibrator(alpha=0.05, bound="betting").fit(s, ok)
+    exact = ThresholdCalibrator(alpha=0.05, bound="binomial").fit(s, ok)
+    assert first.threshold_ == again.threshold_ and first.curve_ == again.curve_
+    assert abs(first.coverage_ - exact.coverage_) < 0.1
+
+
+def test_bounded_loss_inputs_are_checked() -> None:
+    s = np.linspace(0, 1, 500)
+    with pytest.raises(CalibrationError, match="exact for 0/1 losses only"):
+        ThresholdCalibrator(bound="binomial").fit(s, loss=np.full(500, 0.5))
+    with pytest.raises(CalibrationError, match=r"loss\[3\] is 1.5"):
+        ThresholdCalibrator(bound="betting").fit(s, loss=np.r_[0, 0, 0, 1.5, np.zeros(496)])
+    with pytest.raises(CalibrationError, match="exactly one of"):
+        ThresholdCalibrator().fit(s, np.ones(500, bool), loss=np.zeros(500))
+    with pytest.raises(CalibrationError, match="exactly one of"):
+        ThresholdCalibrator().fit(s)
+    with pytest.raises(CalibrationError, match="but loss has 3"):
+        ThresholdCalibrator().fit(s, loss=[0, 0, 0])

@@ -183,9 +183,9 @@ def test_cache_reads_and_writes_run_in_worker_threads(tmp_store: Store) -> None:
         seen.append(threading.current_thread().name)
         return real_get(key)
 
-    def rec(call: Any) -> Any:
+    def rec(call: Any, **kw: Any) -> Any:
         seen.append(threading.current_thread().name)
-        return real_rec(call)
+        return real_rec(call, **kw)
 
     tmp_store.cached_call, tmp_store.record_call = get, rec  # type: ignore[method-assign]
     from downsize.store import TeacherCall

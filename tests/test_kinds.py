@@ -9,8 +9,10 @@ import random
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
+from downsize.calibration import ThresholdCalibrator
 from downsize.config import Config, load_config, write_template
 from downsize.data import decode_answers, read_texts, write_rows
 from downsize.errors import AnswerError, ConfigError, DataError
@@ -98,9 +100,27 @@ def test_multilabel_losses() -> None:
     assert m["exact_match"] == pytest.approx(1 / 3) and 0 < m["micro_f1"] < 1 and "macro_f1" in m
 
 
-def test_f1_loss_refuses_the_binomial_bound() -> None:
-    with pytest.raises(ValueError, match="hoeffding_bentkus"):
-        MultiLabelTask(instructions="x", labels={"a": "", "b": ""}, loss="f1", bound="binomial")
+def test_f1_loss_calibrates_with_a_bound_for_bounded_losses() -> None:
+    """``loss: f1`` is not 0/1: the task accepts any bound, and calibrates a binomial one with
+    Hoeffding-Bentkus (the exact binomial would not be valid); 0/1 losses keep the binomial."""
+    f1 = MultiLabelTask(instructions="x", labels={"a": "", "b": ""}, loss="f1", bound="binomial")
+    assert not f1.binary_loss and f1.calibration_bound() == "hoeffding_bentkus"
+    assert f1.model_copy(update={"bound": "betting"}).calibration_bound() == "betting"
+    exact = MultiLabelTask(instructions="x", labels={"a": "", "b": ""}, bound="binomial")
+    assert exact.binary_loss and exact.calibration_bound() == "binomial"
+    ext = ExtractTask(instructions="x", fields={"Zip": "", "City": ""}, loss="f1", bound="binomial")
+    assert ext.calibration_bound() == "hoeffding_bentkus"
+    # the kind's real losses calibrate: a partial miss costs less than a whole one
+    rng = np.random.default_rng(0)
+    answers = [("a",), ("a", "b"), ("b",), ()]
+    refs = [answers[i] for i in rng.integers(0, 4, size=3000)]
+    preds = [r if rng.uniform() < 0.9 else answers[rng.integers(0, 4)] for r in refs]
+    loss_f1, loss_exact = f1.disagreements(preds, refs), exact.disagreements(preds, refs)
+    assert (loss_f1 <= loss_exact).all() and ((loss_f1 > 0) & (loss_f1 < 1)).any()
+    conf = rng.uniform(size=3000) * np.where(loss_exact > 0, 0.7, 1.0)  # misses are less confident
+    cals = [ThresholdCalibrator(alpha=0.1, bound=f1.calibration_bound()).fit(conf, loss=v)
+            for v in (loss_f1, loss_exact)]
+    assert cals[0].coverage_ >= cals[1].coverage_ and cals[0].risk_upper_ <= 0.1
 
 
 def test_fields_are_kept_as_spelled_and_compared_canonically() -> None:

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"data"},
     {"students"},
     {"calibration", "monitor"},
-    {"training", "discover"},
+    {"training", "discover", "lifecycle"},
     {"cascade"},
     {"audit"},
     {"review"},
@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"project", "evaluation"},
     {"server", "replay", "demo", "cli", "_uvicorn"},
 ]
-SAME_LAYER_OK = {("evaluation", "project"), ("demo", "replay"), ("server", "_uvicorn"), ("replay", "_uvicorn"),
+SAME_LAYER_OK = {("evaluation", "project"), ("lifecycle", "training"), ("demo", "replay"), ("server", "_uvicorn"), ("replay", "_uvicorn"),
                  ("cli", "server"), ("cli", "replay"), ("cli", "demo")}
 
 

@@ -33,7 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Any:
     sv = store.latest_student("news")
     by_id = {e.example_id: e for e in store.labelled_examples("news")}
     split = [by_id[i] for i in sv.calib_example_ids]
-    pred, conf = cfg.tasks["news"].score(load_student_version(sv), [e.text for e in split])
+    pred, conf = cfg.tasks["news"].score(load_student_version(sv, cfg.home_dir()), [e.text for e in split])
     yield tmp, store, split, pred, conf
     store.close()
 

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from downsize.config import Config
 from downsize.server.keys import create_key, revoke_key
 from downsize.replay import ReplayServer
+from downsize.training import student_dir
 from downsize.server import ServerThread, create_app
 from downsize.store import Label, RequestLog, SpotCheck, Store, text_hash
 
@@ -400,7 +401,7 @@ def test_a_corrupt_student_degrades_to_the_teacher(gateway_project: Any, replay:
         with st.session() as s:
             sv = s.scalars(select(StudentVersion)).one()
             copy = tmp_path / "student-copy"
-            shutil.copytree(sv.path, copy)
+            shutil.copytree(student_dir(sv, cfg.home_dir()), copy)
             sv.path = str(copy)
         (copy / "manifest.json").write_text((copy / "manifest.json").read_text() + " ")
         with ServerThread(create_app(cfg, store=st, auth=False)) as srv:

@@ -49,13 +49,14 @@ def test_labels_are_appended_and_priority_is_gold_human_teacher(store: Store) ->
         store.add_labels("t", [(ids[0], "x")], source="llm")
 
 
-def test_teacher_call_recorded_once(store: Store) -> None:
+def test_a_call_paid_twice_is_recorded_twice_and_the_cache_answers_from_the_first(store: Store) -> None:
     def call() -> TeacherCall:
         return TeacherCall(request_hash="h" * 64, base_url="u", model="m", prompt=[], status="ok",
                            parsed_label="a", cost_usd=0.5)
 
     first = store.record_call(call())
-    second = store.record_call(call())
-    assert second.id == first.id
-    assert store.teacher_spend() == pytest.approx(0.5)
+    second = store.record_call(call())  # a second payment for the same request: never swallowed
+    assert second.id != first.id and second.repeat_of == "h" * 64 and second.request_hash != "h" * 64
+    assert store.cached_call("h" * 64).id == first.id
+    assert store.teacher_spend() == pytest.approx(1.0)
     assert store.cached_call("h" * 64).parsed_label == "a"

@@ -87,6 +87,10 @@ class ServerConfig(_Strict):
     max_batch: int = Field(default=256, ge=1)
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     deadline_s: float = Field(default=10.0, gt=0)
+    lifecycle_interval_s: float = Field(
+        default=2.0, gt=0,
+        description="How often each worker reads the live monitors, suspends, and picks up a promoted version.",
+    )
     log_passthrough_text: bool = Field(
         default=False,
         description="Keep the last user message and the answer of pass-through requests in the audit log "

@@ -19,7 +19,8 @@ Errors are mapped to HTTP status codes or CLI exit codes only at the edges
     │   └── CorruptArtifactError    a student file whose checksum does not match
     ├── CalibrationError            calibration impossible or not done
     │   └── NotCalibratedError      the task has no calibrated threshold yet
-    └── MonitorError                a live monitor got a bad loss/confidence or a corrupt saved state
+    ├── MonitorError                a live monitor got a bad loss/confidence or a corrupt saved state
+    └── LifecycleError              a version cannot be promoted (gate, files, a concurrent change)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "CalibrationError",
     "NotCalibratedError",
     "MonitorError",
+    "LifecycleError",
 ]
 
 
@@ -117,3 +119,9 @@ class NotCalibratedError(CalibrationError):
 class MonitorError(DownsizeError, ValueError):
     """A live risk / drift monitor was given an invalid parameter, loss or confidence, or a
     saved state that does not describe a monitor; the message names the field and the value."""
+
+
+class LifecycleError(DownsizeError):
+    """A task's live version could not be changed: the candidate failed the promotion gate, its
+    files are corrupt, nothing to roll back to, or another process changed the task meanwhile;
+    the message says which, with the numbers, and what is live now."""

@@ -26,9 +26,10 @@ from .calibration import ThresholdCalibrator
 from .cascade import AnsweredBy, Cascade, Decision, Policy
 from .config import Config, load_config
 from .data import decode_answers, label_file, read_texts, write_rows
-from .errors import NotCalibratedError, StudentError
+from .errors import DataError, NotCalibratedError, StudentError
 from .store import CalibrationRun, Store, StudentVersion, TeacherCall
-from .teacher import AsyncTeacher, Budget, build_messages
+from .teacher import AsyncTeacher, SharedBudget, build_messages
+from .lifecycle import live as live_version
 from .training import TrainResult, calibrate_task, load_student_version, train_task
 
 __all__ = ["Project", "PredictSummary", "percentile"]
@@ -59,6 +60,9 @@ class PredictSummary:
     student_version: int
     output: str | None = None
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    #: The input's columns copied into the output, and prediction columns renamed to stay clear of them.
+    columns_kept: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)
 
 
 class Project:
@@ -94,10 +98,11 @@ class Project:
 
     # -- label / train / calibrate ------------------------------------------------------
     def label(self, task: str, path: str | os.PathLike[str], *, text_col: str | None = None,
-              limit: int | None = None, budget_usd: float | None = None, progress: bool = True) -> Any:
+              limit: int | None = None, budget_usd: float | None = None, progress: bool = True,
+              keep_going: bool = False) -> Any:
         """Have the teacher label the rows of a file (resumable; nothing is paid for twice)."""
         return label_file(self.config, task, path, text_col=text_col, limit=limit,
-                          budget_usd=budget_usd, store=self.store, progress=progress)
+                          budget_usd=budget_usd, store=self.store, progress=progress, keep_going=keep_going)
 
     def add_gold(self, task: str, path: str | os.PathLike[str], *, text_col: str | None = None,
                  label_col: str = "label", source: str = "gold") -> int:
@@ -111,13 +116,51 @@ class Project:
     def train(self, task: str, *, kind: str | None = None, seed: int = 0) -> TrainResult:
         return train_task(self.store, self.config, task, kind=kind, seed=seed)
 
-    def calibrate(self, task: str, *, alpha: float | None = None, delta: float | None = None
-                  ) -> tuple[CalibrationRun, ThresholdCalibrator]:
-        return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta)
+    def calibrate(self, task: str, *, alpha: float | None = None, delta: float | None = None,
+                  save: bool = True, force: bool = False) -> tuple[CalibrationRun, ThresholdCalibrator]:
+        """See :func:`~downsize.training.calibrate_task` (``save=False``: a dry run)."""
+        return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta, save=save, force=force)
+
+    # -- the task's life after calibration (downsize.lifecycle) ------------------------------
+    def retrain(self, task: str, *, recalibrate: bool | None = None, promote: bool = True,
+                actor: str = "python") -> Any:
+        """A candidate from recent labels, gated on fresher ones (``recalibrate=True``: the live
+        student on the recent window; None: retrain if there are enough fresh labels, else that)."""
+        from . import lifecycle
+
+        if recalibrate is None:
+            return lifecycle.retrain_or_recalibrate(self.store, self.config, task, promote_it=promote, actor=actor)
+        fn = lifecycle.recalibrate_task if recalibrate else lifecycle.retrain_task
+        return fn(self.store, self.config, task, promote_it=promote, actor=actor)
+
+    def versions(self, task: str) -> list[dict[str, Any]]:
+        from . import lifecycle
+
+        self.config.task(task)
+        return lifecycle.versions(self.store, task)
+
+    def promote(self, task: str, version: int, *, actor: str = "python") -> Any:
+        from . import lifecycle
+
+        return lifecycle.promote(self.store, self.config, task, version, actor=actor)
+
+    def rollback(self, task: str, *, actor: str = "python") -> Any:
+        from . import lifecycle
+
+        return lifecycle.rollback(self.store, self.config, task, actor=actor)
+
+    def resume(self, task: str, *, actor: str = "python") -> tuple[Any, str]:
+        from . import lifecycle
+
+        return lifecycle.resume(self.store, self.config, task, actor=actor)
 
     # -- the cascade ----------------------------------------------------------------------
     def cascade(self, task: str, *, teacher: AsyncTeacher | None = None, require_calibration: bool = True) -> Cascade:
-        """The task's latest student with its latest calibration, and the policy they allow.
+        """The task's live student with its calibration, and the policy they allow.
+
+        Live is the newest student with its newest calibration until the task's first promotion,
+        rollback or suspension; from then on what :func:`downsize.lifecycle.live` says (a
+        suspended task gets a shadow policy whose reason starts with ``suspended:``).
 
         With ``require_calibration=False`` (the gateway) it never refuses: a task without a
         calibrated student, with a student that cannot be loaded, or with ``mode: shadow`` gets a
@@ -131,8 +174,8 @@ class Project:
             With ``require_calibration``: the student's files are missing or corrupt.
         """
         t = self.config.task(task)
-        sv = self.store.latest_student(task)
-        run = self.store.latest_calibration(task, student_version_id=sv.id) if sv is not None else None
+        now = live_version(self.store, task)
+        sv, run = now.student, now.calibration
         missing = (f"task {task!r} has no student: run `downsize train {task}` then `downsize calibrate {task}`"
                    if sv is None else
                    f"student v{sv.version} of task {task!r} is not calibrated: run `downsize calibrate {task}`"
@@ -142,14 +185,17 @@ class Project:
         student, load_error = None, None
         if sv is not None:
             try:
-                student = load_student_version(sv)
+                student = load_student_version(sv, self.config.home_dir())
             except StudentError as exc:
                 if require_calibration:
                     raise
                 load_error = str(exc)
-        shadow = ("mode: shadow in the config" if t.mode == "shadow" else
-                  f"the student could not be loaded ({load_error})" if load_error else
-                  f"no calibrated student ({missing})" if missing else None)
+        waiting = (f"; calibrated {sv.kind} student v{sv.version} waiting" if sv is not None and run is not None
+                   else f"; {missing}" if missing else "")
+        shadow = (f"the student could not be loaded ({load_error})" if load_error else
+                  f"mode: shadow in the config{waiting}" if t.mode == "shadow" else
+                  f"no calibrated student ({missing})" if missing else
+                  f"suspended: {now.reason}" if now.suspended else None)
         return Cascade(t, task_name=task, student=student, teacher=teacher,
                        policy=Policy(threshold=run.threshold if run is not None else None, shadow=shadow),
                        student_version_id=sv.id if sv is not None else None,
@@ -195,7 +241,7 @@ class Project:
         decisions: list[Decision] = []
 
         async def go() -> Cascade:
-            budget = Budget(budget_usd) if budget_usd is not None else None
+            budget = SharedBudget(budget_usd, self.store) if budget_usd is not None else None
             async with self.teacher(task) as teacher:
                 cas = self.cascade(task, teacher=teacher)
                 with Progress(TextColumn("[bold]cascade"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -217,21 +263,43 @@ class Project:
 
     def predict(self, task: str, path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
                 *, text_col: str | None = None, limit: int | None = None, budget_usd: float | None = None,
-                progress: bool = True) -> PredictSummary:
-        """Run the cascade over a file; write label, confidence, answered_by, latency and cost per row."""
+                progress: bool = True, keep_cols: Sequence[str] | None = None) -> PredictSummary:
+        """Run the cascade over a file; write the input's columns (``keep_cols``; None: all of them),
+        then per row: row, text, the answer (the kind's :attr:`~downsize.tasks.TaskConfig.answer_key`),
+        confidence, answered_by, latency_ms, cost_usd and reason. A prediction column whose name an
+        input column kept already has is written as ``downsize_<name>`` (an input ``label`` is never
+        overwritten); ``text`` is left out when the input's text column is kept.
+
+        Raises
+        ------
+        DataError
+            ``keep_cols`` names a column the file does not have.
+        """
         t = self.config.task(task)
-        data = read_texts(path, text_col or t.text_field, limit=limit)
+        col = text_col or t.text_field
+        data = read_texts(path, col, limit=limit, keep_records=True)
+        keep = list(data.columns) if keep_cols is None else list(dict.fromkeys(keep_cols))
+        missing = [c for c in keep if c not in data.columns]
+        if missing:
+            raise DataError(f"{path}: --keep-cols names column(s) {missing} that the file does not have; it has: "
+                            f"{', '.join(data.columns)}")
         decisions, cas, tokens = self._run_cascade(task, data.texts, channel="batch", budget_usd=budget_usd,
                                                    progress=progress)
+        names = [n for n in ("row", "text", t.answer_key, "confidence", "answered_by", "latency_ms", "cost_usd",
+                             "reason") if not (n == "text" and col in keep)]
+        renamed = {n: f"downsize_{n}" for n in names if n in keep}
         if output is not None:
             write_rows(output, [
-                {"row": r, "text": x, t.answer_key: t.answer_value(d.answer),
-                 "confidence": None if d.confidence is None else round(d.confidence, 6),
-                 "answered_by": d.answered_by.value, "latency_ms": round(d.latency_ms, 3),
-                 "cost_usd": d.teacher_cost_usd, "reason": d.reason}
-                for r, x, d in zip(data.rows, data.texts, decisions)
+                {**{c: rec.get(c) for c in keep}, **{renamed.get(n, n): v for n, v in {
+                    "row": r, "text": x, t.answer_key: t.answer_value(d.answer),
+                    "confidence": None if d.confidence is None else round(d.confidence, 6),
+                    "answered_by": d.answered_by.value, "latency_ms": round(d.latency_ms, 3),
+                    "cost_usd": d.teacher_cost_usd, "reason": d.reason}.items() if n in names}}
+                for r, x, d, rec in zip(data.rows, data.texts, decisions, data.records or [])
             ])
-        return self._summary(task, decisions, cas, tokens, output, data.skipped)
+        summary = self._summary(task, decisions, cas, tokens, output, data.skipped)
+        summary.columns_kept, summary.renamed = keep, renamed
+        return summary
 
     def _summary(self, task: str, decisions: list[Decision], cas: Cascade, tokens: tuple[float, float],
                  output: Any, skipped: list[tuple[int, str]]) -> PredictSummary:
@@ -261,12 +329,15 @@ class Project:
 
     # -- reading back ----------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
-        """Per task: labelled examples, latest student and calibration."""
+        """Per task: labelled examples, live student and calibration, state (live / suspended, and why)."""
         out = []
         for name in self.config.tasks:
-            sv: StudentVersion | None = self.store.latest_student(name)
-            run = self.store.latest_calibration(name, student_version_id=sv.id) if sv else None
+            now = live_version(self.store, name)
+            sv: StudentVersion | None = now.student
+            run = now.calibration
             out.append({
+                "state": "suspended" if now.suspended else ("live" if run is not None else "shadow"),
+                "reason": now.reason,
                 "task": name, "labelled": len(self.store.labelled_examples(name)),
                 "student": f"v{sv.version} ({sv.kind})" if sv else None,
                 "threshold": None if run is None else run.threshold,

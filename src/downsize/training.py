@@ -8,6 +8,7 @@ version, and records the split so that ``calibrate_task`` uses exactly the held-
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ from .errors import AnswerError, CalibrationError, CorruptArtifactError, Student
 from .store import CalibrationRun, Store, StudentVersion
 from .students import OPT_IN, available, load_student, make_student
 
-__all__ = ["TrainResult", "train_task", "calibrate_task", "load_student_version", "candidate_kinds"]
+__all__ = ["TrainResult", "train_task", "calibrate_task", "load_student_version", "student_dir",
+           "candidate_kinds"]
 
 
 @dataclass
@@ -44,6 +46,10 @@ class TrainResult:
     label_counts: dict[str, int]
     selection: list[dict[str, Any]] = field(default_factory=list)
     selection_reason: str = ""
+    #: Labels too rare to learn (label → why): the student never gives them, the teacher answers.
+    teacher_only: dict[str, str] = field(default_factory=dict)
+    #: Labelled rows with such a label (none trained on; those in the calibration split count as errors).
+    teacher_only_rows: int = 0
 
 
 def candidate_kinds(task: TaskConfig) -> list[str]:
@@ -98,9 +104,10 @@ def _select(task: TaskConfig, kinds: list[str], X: list[str], y: list[Any], seed
         st = _student(task, kind, seed, params).fit(X_fit, task.targets(y_fit))
         fit_s = time.perf_counter() - t0
         pred, conf = task.score(st, X_sel)
-        correct = task.disagreements(pred, y_sel) == 0
+        loss = task.disagreements(pred, y_sel)
+        correct = loss == 0
         try:
-            cal = ThresholdCalibrator(alpha=alpha, delta=task.delta, bound=task.bound).fit(conf, correct)
+            cal = ThresholdCalibrator(alpha=alpha, delta=task.delta, bound=task.calibration_bound()).fit(conf, loss=loss)
             cov = cal.coverage_ if cal.threshold_ is not None else 0.0
         except CalibrationError:
             cov = 0.0
@@ -120,10 +127,15 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
                seed: int = 0, student_params: dict[str, dict[str, Any]] | None = None) -> TrainResult:
     """Train a new student version for ``task_name`` from the store's labels.
 
+    Labels with fewer than the task's ``min_examples_per_label`` examples are left to the teacher
+    (:meth:`~downsize.tasks.TaskConfig.teacher_only`): their rows are not trained on but keep their
+    share of the calibration split, where :func:`calibrate_task` counts any student answer on them
+    as an error; the version records them (``metrics["teacher_only"]``: label → why).
+
     Raises
     ------
     StudentError
-        One label only, too few examples for a label (named with its count), unknown labels.
+        Fewer than two labels with enough examples (naming the ones left to the teacher), unknown labels.
     """
     task = config.task(task_name)
     kind = kind or task.student
@@ -137,11 +149,17 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
         raise StudentError(f"task {task_name!r} has no labelled examples yet: run `downsize label {task_name} DATA` first")
     X = [e.text for e in examples]
     y = _answers(task_name, task, examples)
-    counts = task.check_training(task_name, y)
+    rare = task.teacher_only(y)
+    learn = np.array([not task.needs_teacher(a, rare) for a in y], dtype=bool)
+    try:
+        counts = task.check_training(task_name, [a for a, k in zip(y, learn) if k])
+    except StudentError as exc:
+        if not rare:
+            raise
+        raise StudentError(f"{exc}; left to the teacher: {_rare_text(rare)}") from None
     ids = np.array([e.example_id for e in examples])
-    idx_train, idx_cal = train_test_split(
-        np.arange(len(X)), test_size=task.calibration_fraction, stratify=task.strata(y), random_state=seed
-    )
+    idx_train, idx_cal = _split(task, y, learn, seed)
+    idx_train = np.array([i for i in idx_train if learn[i]], dtype=int)  # the rare rows teach nothing
     X_tr = [X[i] for i in idx_train]
     y_tr = [y[i] for i in idx_train]
     params = student_params or {}
@@ -156,26 +174,82 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     agreement = float(np.mean(task.disagreements(task.score(student, X_cal)[0], [y[i] for i in idx_cal]) == 0))
 
     version = store.next_student_version(task_name)
-    path = config.home_dir() / "students" / task_name / f"v{version}"
+    rel = Path("students") / task_name / f"v{version}"  # stored relative to the home: a moved project works
+    path = config.home_dir() / rel
     if path.exists():
         raise StudentError(f"{path} already exists; refusing to overwrite a saved student")
     student.save(path)
     manifest = path / "manifest.json"
     row = StudentVersion(
-        task=task_name, version=version, kind=kind, path=str(path), sha256=_sha256(manifest),
+        task=task_name, version=version, kind=kind, path=rel.as_posix(), sha256=_sha256(manifest),
         size_bytes=_dir_size(path), labels=[str(c) for c in getattr(student, "classes_", [])], n_train=len(X_tr),
         n_calib=len(idx_cal), calib_example_ids=[int(ids[i]) for i in idx_cal], train_seconds=train_s,
         metrics={"holdout_agreement": agreement, "label_counts": dict(counts), "selection": selection,
-                 "selection_reason": reason, "seed": seed},
+                 "selection_reason": reason, "seed": seed, "teacher_only": dict(rare),
+                 "teacher_only_rows": {"calibration": int((~learn[idx_cal]).sum()),
+                                       "not_trained_on": int((~learn).sum() - (~learn[idx_cal]).sum())}},
     )
     store.add(row)
     return TrainResult(task_name, version, kind, row.id, str(path), len(X_tr), len(idx_cal), train_s,
-                       row.size_bytes, agreement, dict(counts), selection, reason)
+                       row.size_bytes, agreement, dict(counts), selection, reason, dict(rare),
+                       int((~learn).sum()))
 
 
-def load_student_version(sv: StudentVersion) -> Any:
-    """Load a saved student, checking its manifest against the checksum in the store."""
-    path = Path(sv.path)
+#: The stratum of the teacher-only rows in the train/calibration split.
+_TEACHER_ONLY = "(teacher only)"
+
+
+def _split(task: TaskConfig, y: list[Any], learn: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and calibration indices: stratified by the kind's strata, the teacher-only rows one
+    stratum of their own, so the calibration split holds them in about their share of the data
+    (it must: live traffic has them, and the student gets them wrong). A single teacher-only row
+    (too few to stratify) goes to the calibration split."""
+    idx = np.arange(len(y))
+    strata = task.strata(y)
+    lone = idx[~learn] if (~learn).sum() == 1 else idx[:0]
+    if strata is not None:
+        strata = [s if k else _TEACHER_ONLY for s, k in zip(strata, learn)]
+    if len(lone):
+        keep = idx != lone[0]
+        idx = idx[keep]
+        strata = None if strata is None else [s for s, k in zip(strata, keep) if k]
+    tr, cal = train_test_split(idx, test_size=task.calibration_fraction, stratify=strata, random_state=seed)
+    return tr, np.concatenate([cal, lone])
+
+
+def _rare_text(rare: dict[str, str]) -> str:
+    return "; ".join(f"{lab!r} ({why})" for lab, why in sorted(rare.items()))
+
+
+def student_dir(sv: StudentVersion, home: str | os.PathLike[str] | None) -> Path:
+    """The directory of a saved student: its stored path resolved against the project's ``home``.
+
+    Paths are stored relative to the home (``students/<task>/v<N>``), so a moved or copied project
+    loads its own files. Rows written before that hold absolute paths: used as they are, or, when
+    nothing is there any more (a moved project), the same place under ``home``.
+
+    Raises
+    ------
+    StudentError
+        A relative path and no ``home`` to resolve it against.
+    """
+    p = Path(sv.path)
+    if p.is_absolute():
+        if home is not None and not p.exists():
+            here = Path(home) / "students" / sv.task / f"v{sv.version}"
+            if (here / "manifest.json").exists():
+                return here
+        return p
+    if home is None:
+        raise StudentError(f"student {sv.task} v{sv.version}: its path {sv.path!r} is relative to the project's "
+                           "home, and no home was given to resolve it")
+    return Path(home) / p
+
+
+def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None = None) -> Any:
+    """Load a saved student (its path resolved by :func:`student_dir`), checking its manifest against
+    the checksum in the store."""
+    path = student_dir(sv, home)
     manifest = path / "manifest.json"
     if not manifest.exists():
         raise StudentError(f"student {sv.task} v{sv.version}: {manifest} is missing (was {path} moved or deleted?)")
@@ -188,8 +262,13 @@ def load_student_version(sv: StudentVersion) -> Any:
 
 
 def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float | None = None,
-                   delta: float | None = None) -> tuple[CalibrationRun, ThresholdCalibrator]:
+                   delta: float | None = None, save: bool = True,
+                   force: bool = False) -> tuple[CalibrationRun, ThresholdCalibrator]:
     """Pick λ for the latest student on its held-out split and record the run.
+
+    ``save=False`` (``calibrate --dry-run``) computes and returns the run without recording it. A
+    run in which no threshold qualifies is not recorded over a calibration of the same student that
+    has one (that would send every request to the teacher at once) unless ``force``.
 
     With the task's ``reference: human`` the split's rows labelled by people are the reference once
     there are enough of them (see :func:`_reference_rows`); ``details["reference_rows"]`` says how
@@ -198,7 +277,8 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     Raises
     ------
     CalibrationError
-        No student yet, or too little calibration data for the requested α and δ.
+        No student yet, too little calibration data for the requested α and δ, or (without
+        ``force``) nothing qualifies where the current calibration has a threshold.
     """
     task = config.task(task_name)
     alpha = task.alpha if alpha is None else alpha
@@ -206,7 +286,7 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     sv = store.latest_student(task_name)
     if sv is None:
         raise CalibrationError(f"task {task_name!r} has no trained student: run `downsize train {task_name}` first")
-    student = load_student_version(sv)
+    student = load_student_version(sv, config.home_dir())
     cal_ids = set(sv.calib_example_ids)
     effective = {e.example_id: e for e in store.labelled_examples(task_name) if e.example_id in cal_ids}
     if not effective:
@@ -214,10 +294,17 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     exs = [effective[i] for i in sorted(effective)]
     exs, people = _reference_rows(task, exs, alpha, delta)
     pred, conf = task.score(student, [e.text for e in exs])
-    correct = task.disagreements(pred, _answers(task_name, task, exs)) == 0
+    refs = _answers(task_name, task, exs)
+    rare = set((sv.metrics or {}).get("teacher_only") or {})
+    teacher_only = np.array([task.needs_teacher(r, rare) for r in refs], dtype=bool)
+    loss = task.disagreements(pred, refs)
+    # the student could not have given a teacher-only answer: any answer it gives there is an error
+    loss[teacher_only] = 1.0
+    correct = loss == 0
     sources = {e.source for e in exs}
     reference = "human" if people["used"] else sources.pop() if len(sources) == 1 else "mixed"
-    cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=task.bound).fit(conf, correct)
+    bound = task.calibration_bound()
+    cal = ThresholdCalibrator(alpha=alpha, delta=delta, bound=bound).fit(conf, loss=loss)
     guarantee = cal.guarantee_
     if people["used"]:
         guarantee = guarantee.replace("with the reference", "with your reviewers")
@@ -227,11 +314,22 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
         threshold=None if cal.threshold_ is None else float(cal.threshold_),
         coverage=float(cal.coverage_), coverage_lo=float(cal.coverage_interval_[0]),
         coverage_hi=float(cal.coverage_interval_[1]), n_calib=int(cal.n_), n_answered=int(cal.n_answered_),
-        errors_answered=int(cal.errors_answered_), reference=reference, method=f"ltt-{task.bound.replace('_', '-')}-fst",
+        errors_answered=int(cal.errors_answered_), reference=reference, method=f"ltt-{bound.replace('_', '-')}-fst",
         details={"guarantee": guarantee, "risk_upper": _f(getattr(cal, "risk_upper_", None)),
                  "curve": curve, "student_version": sv.version,
-                 "agreement_all": float(correct.mean()), "reference_rows": people},
+                 "agreement_all": float(correct.mean()), "mean_loss": float(loss.mean()),
+                 "loss_answered": float(cal.loss_answered_), "reference_rows": people,
+                 "teacher_only": {"labels": sorted(rare), "rows": int(teacher_only.sum())}},
     )
+    if not save:
+        return run, cal
+    prev = None if force or run.threshold is not None else store.latest_calibration(task_name, student_version_id=sv.id)
+    if prev is not None and prev.threshold is not None:
+        raise CalibrationError(
+            f"task {task_name!r}: no threshold qualifies at alpha={alpha:g}, delta={delta:g} on {run.n_calib:,} "
+            f"held-out rows of v{sv.version}; kept the current calibration (threshold {prev.threshold:.4f} at "
+            f"alpha={prev.alpha:g}, {prev.coverage:.1%} answered locally). Pass --force (force=True) to replace "
+            "it and send every request to the teacher, or --dry-run to see the figures")
     store.add(run)
     return run, cal
 

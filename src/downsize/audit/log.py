@@ -111,6 +111,8 @@ def export_log(store: Store, path: str | Path, *, task: str | None = None, since
                chunk: int = 5000) -> int:
     """Write the audit log to CSV/TSV or JSONL (by suffix, optionally ``.gz``), streaming; returns rows.
 
+    CSV/TSV cells have NUL characters removed (see :func:`_csv_cell`); JSONL keeps every character.
+
     Raises
     ------
     DataError
@@ -136,9 +138,23 @@ def export_log(store: Store, path: str | Path, *, task: str | None = None, since
             w = csv.DictWriter(fh, fieldnames=list(LOG_COLUMNS), delimiter="\t" if kind_s == ".tsv" else ",")
             w.writeheader()
             for r in rows:
-                w.writerow({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()})
+                w.writerow({k: _csv_cell(v) for k, v in r.items()})
                 n += 1
     return n
+
+
+def _csv_cell(v: Any) -> Any:
+    """A value as a CSV/TSV cell: datetimes in ISO form; NUL characters removed from text.
+
+    A NUL in a CSV file truncates the row for many readers (C-string based tools, some
+    spreadsheet imports) and ``csv.reader`` refuses it outright ("line contains NUL"), so CSV and
+    TSV exports drop it; JSONL keeps the text exactly (``\\u0000``).
+    """
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, str) and "\x00" in v:
+        return v.replace("\x00", "")
+    return v
 
 
 def _json_default(v: Any) -> Any:

@@ -101,12 +101,14 @@ class SpotCheckRecord:
 
 
 class ShadowLabel(NamedTuple):
-    """A teacher answer the gateway saw in shadow mode, to be stored as a ``teacher`` label."""
+    """A teacher answer the gateway saw (in shadow mode, a spot check or an escalation), to be
+    stored as a ``teacher`` label with its ``origin`` (how the text was selected)."""
 
     task: str
     text: str
     label: str  #: the kind's encoded answer
     teacher_call_id: int | None
+    origin: str = "shadow"  #: shadow | spot_check | escalation (``downsize.store.LABEL_ORIGINS``)
 
 
 def teacher_only_cost(tcfg: TeacherConfig, d: Decision, tokens: tuple[float, float]) -> float:

@@ -302,13 +302,13 @@ class AuditWriter:
         self.store.add_spot_checks([r.row() for r in records])
 
     def _write_labels(self, items: list[ShadowLabel]) -> None:
-        by_task: dict[str, list[tuple[str, str, int | None]]] = {}
-        for task, text, label, cid in items:
-            by_task.setdefault(task, []).append((text, label, cid))
-        for task, rows in by_task.items():
-            ids = self.store.add_examples(task, [t for t, _, _ in rows], source="gateway:shadow")
+        by_task: dict[tuple[str, str], list[tuple[str, str, int | None]]] = {}
+        for task, text, label, cid, origin in items:
+            by_task.setdefault((task, origin), []).append((text, label, cid))
+        for (task, origin), rows in by_task.items():
+            ids = self.store.add_examples(task, [t for t, _, _ in rows], source=f"gateway:{origin}")
             self.store.add_labels(task, [(i, lab) for i, (_, lab, _) in zip(ids, rows)], source="teacher",
-                                  teacher_call_ids=[c for _, _, c in rows])
+                                  teacher_call_ids=[c for _, _, c in rows], origin=origin)
 
 
 def _short(exc: BaseException) -> str:

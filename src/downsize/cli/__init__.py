@@ -7,7 +7,7 @@ the function, so ``downsize --help`` stays fast (no fastapi, uvicorn or models l
 
 from __future__ import annotations
 
-from . import loop, ops, review  # noqa: F401  (registers the commands)
+from . import discover, loop, ops, review, versions  # noqa: F401  (registers the commands)
 from ._common import app
 
 __all__ = ["app", "main"]

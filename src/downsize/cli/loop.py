@@ -32,18 +32,39 @@ def label(
     data: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet file of unlabelled rows.")],
     text_col: Annotated[str | None, typer.Option(help="Column with the text (default: the task's text_field).")] = None,
     limit: Annotated[int | None, typer.Option(help="Label at most this many rows.")] = None,
-    budget: Annotated[float | None, typer.Option(help="Stop before spending more than this many dollars.")] = None,
+    budget: Annotated[float | None, typer.Option(
+        help="Stop before spending more than this many dollars (counting what other runs on the store spend meanwhile).")] = None,
+    keep_going: Annotated[bool, typer.Option(
+        "--keep-going", help="Label on when the teacher fails call after call or its first answers do not parse.")] = False,
     config: ConfigOpt = Path("downsize.yaml"),
 ) -> None:
-    """Have the teacher label a file. Resumable: only rows without a label are sent."""
+    """Have the teacher label a file. Resumable: only rows without a label are sent, and a call is
+    never paid twice (not by a re-run, nor by two runs at once on one store).
+
+    \b
+    Exit codes:
+      0    every row has a label
+      5    some rows failed (parse or teacher errors); run again to retry them
+      3    the teacher is unreachable: stopped early after failed calls in a row
+      6    none of the first answers fit the task (check the labels): stopped early
+      4    stopped before a call could pass --budget
+      130  interrupted (Ctrl-C); 143 terminated (SIGTERM): stopped after the calls in flight
+      2    bad input or config; 1 any other error
+    """
     with _project(config) as p:
-        summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget)
+        summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget, keep_going=keep_going)
     console.print(summary.render())
-    if summary.stopped_reason == "budget":
-        raise typer.Exit(4)
-    if summary.stopped_reason == "interrupted":
-        err_console.print("interrupted: run the same command again to label the rest (nothing is paid twice)")
-        raise typer.Exit(130)
+    code = summary.exit_code
+    if summary.stop_message:
+        err_console.print(summary.stop_message, highlight=False, soft_wrap=True)
+    if summary.stopped_reason in ("interrupted", "terminated"):
+        err_console.print(f"{summary.stopped_reason}: run the same command again to label the rest "
+                          "(nothing is paid twice)")
+    elif code == 5:
+        err_console.print(f"{summary.failed:,} row(s) failed: run the same command again to retry them "
+                          "(the others are not paid again)")
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("add-labels")
@@ -79,6 +100,11 @@ def train(
     t.add_row("trained on", f"{r.n_train:,} rows ({len(r.label_counts)} labels); {r.n_calib:,} held out for calibration")
     t.add_row("train time", f"{r.train_seconds:.2f} s")
     t.add_row("size on disk", f"{r.size_bytes / 1e6:.2f} MB")
+    if r.teacher_only:
+        why = "; ".join(f"{lab} ({reason})" for lab, reason in sorted(r.teacher_only.items()))
+        t.add_row("teacher-only labels", f"{len(r.teacher_only)}: {why}; the student never gives them, the "
+                  f"teacher answers them ({r.teacher_only_rows:,} labelled rows; lower min_examples_per_label "
+                  "or label more to train on them)")
     t.add_row("held-out agreement with labels", f"{r.holdout_agreement:.1%}")
     t.add_row("choice", r.selection_reason)
     t.add_row("saved to", r.path)
@@ -92,16 +118,21 @@ def calibrate(
     task: Annotated[str, typer.Argument()],
     alpha: Annotated[float | None, typer.Option(help="Max disagreement rate on answered requests.")] = None,
     delta: Annotated[float | None, typer.Option(help="The guarantee holds with probability 1-delta.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be certified; save nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Save even a calibration that qualifies no threshold over one "
+                                        "that has a threshold (every request then goes to the teacher).")] = False,
     config: ConfigOpt = Path("downsize.yaml"),
 ) -> None:
     """Pick the confidence threshold with a finite-sample guarantee (Learn-then-Test)."""
     with _project(config) as p:
-        run, cal = p.calibrate(task, alpha=alpha, delta=delta)
-    t = Table(title=f"{task}: calibration (student v{run.details.get('student_version')})", show_header=False)
+        run, cal = p.calibrate(task, alpha=alpha, delta=delta, save=not dry_run, force=force)
+    dry = " — dry run, nothing saved" if dry_run else ""
+    t = Table(title=f"{task}: calibration (student v{run.details.get('student_version')}){dry}", show_header=False)
     t.add_row("target", f"disagreement ≤ {run.alpha:.1%} with probability ≥ {1 - run.delta:.0%}")
     t.add_row("relative to", f"{run.reference} labels on {run.n_calib:,} held-out rows")
     if run.threshold is None:
-        t.add_row("threshold", "[red]none qualifies[/]: every request stays on the teacher")
+        t.add_row("threshold", "[red]none qualifies[/]: every request " + ("would stay" if dry_run else "stays")
+                  + " on the teacher")
     else:
         t.add_row("threshold λ", f"{run.threshold:.4f}")
         t.add_row("answered locally", f"{run.coverage:.1%} (interval {run.coverage_lo:.1%}–{run.coverage_hi:.1%})")
@@ -122,11 +153,19 @@ def predict(
     text_col: Annotated[str | None, typer.Option()] = None,
     limit: Annotated[int | None, typer.Option()] = None,
     budget: Annotated[float | None, typer.Option(help="Dollar cap on teacher calls for escalations.")] = None,
+    keep_cols: Annotated[str, typer.Option(
+        help="Input columns to copy into the output: 'all' (default), 'none', or a comma-separated list. "
+        "The prediction goes into new columns after them (row, text, the answer e.g. label, confidence, "
+        "answered_by, latency_ms, cost_usd, reason); one whose name an input column kept already has "
+        "is written as downsize_<name> (an input label column is never overwritten), and text is left "
+        "out when the input's text column is kept.")] = "all",
     config: ConfigOpt = Path("downsize.yaml"),
 ) -> None:
     """Answer a file through the cascade: student when it may, teacher otherwise."""
+    cols = None if keep_cols.strip().lower() == "all" else [] if keep_cols.strip().lower() == "none" else \
+        [c.strip() for c in keep_cols.split(",") if c.strip()]
     with _project(config) as p:
-        s = p.predict(task, data, output, text_col=text_col, limit=limit, budget_usd=budget)
+        s = p.predict(task, data, output, text_col=text_col, limit=limit, budget_usd=budget, keep_cols=cols)
     t = Table(title=f"{task}: {s.rows:,} rows → {s.output}")
     t.add_column("")
     t.add_column("cascade", justify="right")
@@ -137,6 +176,9 @@ def predict(
     t.add_row("latency p50 ms", _fmt(s.latency_p50_ms, ".2f"), _fmt(s.teacher_only_latency_p50_ms, ".1f"))
     t.add_row("latency p95 ms", _fmt(s.latency_p95_ms, ".2f"), _fmt(s.teacher_only_latency_p95_ms, ".1f"))
     console.print(t)
+    if s.renamed:
+        console.print("prediction columns renamed beside the input's: "
+                      + ", ".join(f"{a} → {b}" for a, b in s.renamed.items()), highlight=False)
     console.print(f"answered by: {s.answered_by}; student agrees with the teacher on "
                   f"{_fmt(None if s.escalated_agreement is None else 100 * s.escalated_agreement, '.1f', '%')} of escalated rows")
 
@@ -188,9 +230,14 @@ def status(config: ConfigOpt = Path("downsize.yaml")) -> None:
     with _project(config) as p:
         rows = p.status()
     t = Table(title="downsize status")
-    for c in ("task", "labelled", "student", "threshold", "coverage", "teacher $"):
+    for c in ("task", "state", "labelled", "student", "threshold", "coverage", "teacher $"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["task"], f"{r['labelled']:,}", r["student"] or "–", _fmt(r["threshold"], ".4f"),
+        state = "[bold red]SUSPENDED[/]" if r["state"] == "suspended" else r["state"]
+        t.add_row(r["task"], state, f"{r['labelled']:,}", r["student"] or "–", _fmt(r["threshold"], ".4f"),
                   _fmt(None if r["coverage"] is None else 100 * r["coverage"], ".1f", "%"), f"{r['spend_usd']:.4f}")
     console.print(t)
+    for r in rows:
+        if r["state"] == "suspended":
+            console.print(f"[bold red]{r['task']} is suspended[/] (every request goes to the teacher): {r['reason']}",
+                          highlight=False, soft_wrap=True)

@@ -114,6 +114,23 @@ def _log_cells(r: dict[str, Any]) -> list[str]:
             str(r["status_code"]), r["client_key_id"] or "–"]
 
 
+def _print_events(store: Any, task: str | None, limit: int = 10) -> None:
+    """The task's latest lifecycle events (suspended, promoted, gate refused...), with why."""
+    from ..lifecycle import events
+
+    evs = events(store, task, limit=limit)
+    if not evs:
+        return
+    t = Table(title="task events (newest first)")
+    for c in ("time (UTC)", "task", "event", "version", "why"):
+        t.add_column(c, overflow="fold")
+    for e in evs:
+        style = "bold red" if e.kind == "suspended" else ""
+        t.add_row(e.ts.strftime("%Y-%m-%d %H:%M:%S"), e.task, f"[{style}]{e.kind}[/]" if style else e.kind,
+                  f"#{e.student_version_id}" if e.student_version_id else "–", e.message[:300])
+    console.print(t)
+
+
 @log_app.command("tail")
 @_errors
 def log_tail(
@@ -131,6 +148,7 @@ def log_tail(
     with _store(config) as store:
         rows = read_log(store, task=task, last=n)
         console.print(_log_table(rows, f"audit log: last {len(rows)} row(s)" + (f" of {task}" if task else "")))
+        _print_events(store, task)
         if not follow:
             return
         last_id = rows[-1]["id"] if rows else 0

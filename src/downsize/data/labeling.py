@@ -4,8 +4,15 @@
 and sends the rest through a fixed pool of workers (never one task per row), writing labels
 in small batches as they arrive. Every paid call is recorded by the teacher *before* its
 label is written, so a run killed at any point loses at most a few label rows, and the
-re-run gets those from the cache for free. A budget stop or a first Ctrl-C lets the calls
-in flight finish and be recorded; :class:`LabelSummary` says what happened.
+re-run gets those from the cache for free. Every call is claimed in the store before it is
+sent (:mod:`downsize.store.claims`), so two runs on one store at once never pay for a text twice:
+each does the texts the other is not asking about, then takes the other's answers from the store.
+
+A budget stop, a first Ctrl-C or SIGTERM lets the calls in flight finish and be recorded; a
+circuit breaker stops a run whose teacher fails call after call, or whose first answers all fail
+to parse. After ``kill -9`` at most the calls in flight then (the teacher's ``max_concurrency``)
+are sent again by the re-run, which counts them (``reclaimed``). :class:`LabelSummary` says what
+happened and :attr:`LabelSummary.exit_code` what ``downsize label`` exits with.
 """
 
 from __future__ import annotations
@@ -17,102 +24,28 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..config import Config, TaskConfig
 from .files import read_texts
+from .summary import EXIT_CODES, LabelSummary
 from ..errors import BudgetExceeded, TeacherError
 from ..store import Store, text_hash
-from ..teacher import AsyncTeacher, Budget
+from ..teacher import AsyncTeacher, Budget, SharedBudget
+from ..teacher.cache import CallInFlight
 
-if TYPE_CHECKING:
-    from rich.table import Table
-
-__all__ = ["LabelSummary", "label_texts", "label_file"]
+__all__ = ["LabelSummary", "EXIT_CODES", "label_texts", "label_file", "UNREACHABLE_AFTER", "UNPARSEABLE_AFTER"]
 
 _FLUSH_ROWS = 64  # labels written per transaction at most...
 _FLUSH_S = 0.25  # ...and at least this often while answers arrive
 _MAX_ERRORS = 5  # example error messages kept in the summary
-
-
-@dataclass
-class LabelSummary:
-    """What a labelling run did.
-
-    ``rows`` counts distinct texts; ``rows == already_labelled + labelled + failed + remaining``.
-    ``teacher_calls`` is the number of HTTP requests made (retries included) and
-    ``cached_calls`` the calls answered by the store's cache at no cost.
-    """
-
-    task: str = ""
-    rows: int = 0
-    duplicates: int = 0
-    already_labelled: int = 0
-    labelled: int = 0
-    failed: int = 0
-    parse_errors: int = 0
-    teacher_errors: int = 0
-    errors: list[str] = field(default_factory=list)
-    cached_calls: int = 0
-    teacher_calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_p50_ms: float = 0.0
-    latency_p95_ms: float = 0.0
-    elapsed_s: float = 0.0
-    stopped_reason: str | None = None  # None | "budget" | "interrupted"
-    skipped_rows: int = 0
-    skipped_note: str = ""
-    budget_usd: float | None = None
-
-    @property
-    def remaining(self) -> int:
-        """Rows not attempted because the run stopped early."""
-        return self.rows - self.already_labelled - self.labelled - self.failed
-
-    @property
-    def rows_per_s(self) -> float:
-        done = self.labelled + self.failed
-        return done / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "remaining": self.remaining, "rows_per_s": self.rows_per_s}
-
-    def render(self) -> Table:
-        """A rich table for the terminal."""
-        from rich.table import Table
-
-        stop = {None: "finished", "budget": "stopped: budget reached", "interrupted": "stopped: interrupted"}
-        t = Table(title=f"labelling {self.task}: {stop.get(self.stopped_reason, self.stopped_reason)}",
-                  show_header=False, title_justify="left")
-        t.add_column("what", style="bold")
-        t.add_column("value", justify="right")
-        t.add_row("rows", f"{self.rows:,}" + (f" (+{self.duplicates:,} duplicates)" if self.duplicates else ""))
-        if self.skipped_rows:
-            t.add_row("skipped rows", f"{self.skipped_rows:,}")
-        t.add_row("already labelled", f"{self.already_labelled:,}")
-        t.add_row("labelled now", f"{self.labelled:,}")
-        t.add_row("failed", f"{self.failed:,} ({self.parse_errors} parse, {self.teacher_errors} teacher)")
-        if self.remaining:
-            t.add_row("not attempted", f"{self.remaining:,}")
-        t.add_row("teacher HTTP calls", f"{self.teacher_calls:,}")
-        t.add_row("from cache (free)", f"{self.cached_calls:,}")
-        t.add_row("tokens in / out", f"{self.input_tokens:,} / {self.output_tokens:,}")
-        spend = f"${self.cost_usd:.4f}"
-        if self.budget_usd is not None:
-            spend += f" of ${self.budget_usd:.4f}"
-        t.add_row("cost", spend)
-        t.add_row("latency p50 / p95", f"{self.latency_p50_ms:.0f} / {self.latency_p95_ms:.0f} ms")
-        t.add_row("elapsed", f"{self.elapsed_s:.1f} s ({self.rows_per_s:.0f} rows/s)")
-        for e in self.errors:
-            t.add_row("error", e[:160], style="red")
-        if self.skipped_note:
-            t.caption = self.skipped_note
-        return t
+#: the circuit breaker: stop when this many teacher calls in a row failed (at least; twice the
+#: workers, so that one round of calls failing together is not enough)...
+UNREACHABLE_AFTER = 8
+#: ...or when every one of this many first answers failed to parse
+UNPARSEABLE_AFTER = 10
 
 
 def _progress_bar() -> Any:
@@ -151,6 +84,7 @@ async def label_texts(
     budget: Budget | None = None,
     progress: bool = True,
     stop: asyncio.Event | None = None,
+    keep_going: bool = False,
 ) -> LabelSummary:
     """Label every text of ``texts`` the teacher has not labelled yet.
 
@@ -165,11 +99,17 @@ async def label_texts(
     source : str
         Recorded with new examples (e.g. the file name).
     budget : Budget, optional
-        Stop before a call could take the spend past it (``stopped_reason="budget"``).
+        Stop before a call could take the spend past it (``stopped_reason="budget"``); a
+        :class:`~downsize.teacher.SharedBudget` counts what every process spends meanwhile.
     progress : bool
         Show a progress bar (rows, $ so far, ETA) on stderr.
     stop : asyncio.Event, optional
         Set it to stop after the calls in flight (``stopped_reason="interrupted"``).
+    keep_going : bool
+        Turn the circuit breaker off. Otherwise the run stops after the calls in flight when
+        ``max(UNREACHABLE_AFTER, 2 x workers)`` teacher calls in a row failed
+        (``"teacher_unreachable"``) or every one of the first ``UNPARSEABLE_AFTER`` answers
+        failed to parse (``"unparseable"``), with ``stop_message`` saying what to check.
 
     Returns
     -------
@@ -177,8 +117,10 @@ async def label_texts(
 
     Notes
     -----
-    If the task running this is cancelled, calls in flight are abandoned, the labels
-    received so far are written, and ``CancelledError`` propagates.
+    A text another process is asking the teacher about (its call is claimed in the store) is
+    put aside and done last, from that process's record: it is never paid twice. If the task
+    running this is cancelled, calls in flight are abandoned, the labels received so far are
+    written, and ``CancelledError`` propagates.
     """
     t0 = time.perf_counter()
     texts = list(texts)
@@ -203,14 +145,18 @@ async def label_texts(
     buffer: list[tuple[int, str, int | None]] = []
     last_flush = time.monotonic()
     halt = asyncio.Event() if stop is None else stop
-    over_budget = False
-    work = iter(pending)  # shared by the workers: each row is taken once
+    n_workers = min(teacher.max_concurrency, len(pending))
+    unreachable_after = max(UNREACHABLE_AFTER, 2 * n_workers)
+    state: dict[str, Any] = {"over_budget": False, "broken": None, "fail_streak": 0, "answers": 0, "ok": 0}
+    deferred: list[tuple[int, str]] = []  # texts another caller has in flight: done last
 
     def flush() -> None:
         nonlocal last_flush
         if buffer:
             batch = list(buffer)
             buffer.clear()
+            have = store.teacher_labelled_ids(task_name, [e for e, _, _ in batch])  # another run's, meanwhile
+            batch = [b for b in batch if b[0] not in have]
             store.add_labels(
                 task_name, [(e, lab) for e, lab, _ in batch], source="teacher",
                 teacher_call_ids=[c for _, _, c in batch],
@@ -220,6 +166,12 @@ async def label_texts(
     def note_error(msg: str) -> None:
         if len(summary.errors) < _MAX_ERRORS:
             summary.errors.append(msg)
+
+    def trip(reason: str, message: str) -> None:
+        if not keep_going and state["broken"] is None:
+            state["broken"] = reason
+            summary.stop_message = message
+            halt.set()
 
     bar = _progress_bar() if progress and pending else None
     bar_task = bar.add_task(task_name, total=len(pending), cost=0.0, failed=0) if bar else None
@@ -234,16 +186,18 @@ async def label_texts(
             bar.update(bar_task, completed=summary.labelled + summary.failed, cost=summary.cost_usd,
                        failed=summary.failed)
 
-    async def worker() -> None:
-        nonlocal over_budget
+    async def worker(work: Any, wait: bool) -> None:
         for eid, text in work:
             if halt.is_set():
                 return
             try:
-                ans = await teacher.ask(text, task_name=task_name, task=task, budget=budget)
+                ans = await teacher.ask(text, task_name=task_name, task=task, budget=budget, wait=wait)
+            except CallInFlight:
+                deferred.append((eid, text))
+                continue
             except BudgetExceeded as exc:  # nothing was sent; the others finish their calls
-                if not over_budget:
-                    over_budget = True
+                if not state["over_budget"]:
+                    state["over_budget"] = True
                     note_error(str(exc))
                 halt.set()
                 return
@@ -252,15 +206,28 @@ async def label_texts(
                 summary.teacher_errors += 1
                 summary.teacher_calls += getattr(exc, "attempts", 1)
                 note_error(str(exc))
+                state["fail_streak"] += 1
+                if state["fail_streak"] >= unreachable_after:
+                    trip("teacher_unreachable", (
+                        f"stopped: {state['fail_streak']} teacher calls in a row failed (last: {str(exc)[:200]}). "
+                        f"Check that the teacher at {teacher.base_url} is up and that its model and API key "
+                        "are right; --keep-going labels on regardless."))
             else:
+                state["fail_streak"] = 0
+                state["answers"] += 1
                 summary.teacher_calls += ans.http_requests
                 summary.cached_calls += ans.cache_hits
+                summary.reclaimed += ans.reclaimed
                 summary.input_tokens += ans.input_tokens if not ans.cached else 0
                 summary.output_tokens += ans.output_tokens if not ans.cached else 0
                 summary.cost_usd += ans.cost_usd
                 if not ans.cached:
                     latencies.append(ans.latency_ms)
-                if ans.status == "ok" and ans.answer is not None:
+                if ans.by_other:  # a concurrent run paid for it, and writes its label
+                    summary.waited += 1
+                    summary.already_labelled += 1
+                elif ans.status == "ok" and ans.answer is not None:
+                    state["ok"] += 1
                     summary.labelled += 1
                     buffer.append((eid, task.encode(ans.answer), ans.call_id))
                     if len(buffer) >= _FLUSH_ROWS or time.monotonic() - last_flush >= _FLUSH_S:
@@ -269,18 +236,30 @@ async def label_texts(
                     summary.failed += 1
                     summary.parse_errors += 1
                     note_error(ans.error or f"parse error: {ans.raw[:100]!r}")
+                    if state["ok"] == 0 and state["answers"] >= UNPARSEABLE_AFTER:
+                        trip("unparseable", (
+                            f"stopped: none of the first {state['answers']} answers fit the task "
+                            f"(last: {(ans.error or ans.raw)[:200]}). Check the task's labels and instructions "
+                            "against what the teacher answers; --keep-going labels on regardless."))
             tick()
+
+    async def run(items: list[tuple[int, str]], wait: bool) -> None:
+        work = iter(items)  # shared by the workers: each row is taken once
+        workers = [asyncio.create_task(worker(work, wait)) for _ in range(min(n_workers, len(items)))]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for w in workers:  # an error or a cancel: abandon the calls in flight
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
 
     if bar is not None:
         bar.start()
-    workers = [asyncio.create_task(worker()) for _ in range(min(teacher.max_concurrency, len(pending)))]
     try:
-        await asyncio.gather(*workers)
-    except BaseException:
-        for w in workers:  # an error or a cancel: abandon the calls in flight
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        raise
+        await run(pending, wait=False)
+        if deferred and not halt.is_set():  # what other runs were asking: answered from their records
+            await run(list(deferred), wait=True)
     finally:
         flush()  # labels already paid for are never lost, even on cancel or error
         if bar is not None:
@@ -289,11 +268,16 @@ async def label_texts(
         summary.elapsed_s = time.perf_counter() - t0
         if latencies:
             summary.latency_p50_ms, summary.latency_p95_ms = map(float, np.percentile(latencies, [50, 95]))
-    if over_budget:
+    if state["broken"] is not None:
+        summary.stopped_reason = state["broken"]
+    elif state["over_budget"]:
         summary.stopped_reason = "budget"
     elif halt.is_set() and summary.remaining:
         summary.stopped_reason = "interrupted"
     return summary
+
+
+_SIGNALS = {signal.SIGINT: ("interrupted", "Ctrl-C"), signal.SIGTERM: ("terminated", "SIGTERM")}
 
 
 def label_file(
@@ -306,14 +290,17 @@ def label_file(
     budget_usd: float | None = None,
     store: Store | None = None,
     progress: bool = True,
+    keep_going: bool = False,
 ) -> LabelSummary:
     """Label the texts of a data file with the task's teacher (``downsize label``).
 
     Reads ``text_col`` (default: the task's ``text_field``) with
-    :func:`downsize.data.read_texts`; skipped rows are counted in the summary. The first
-    Ctrl-C stops after the calls in flight and returns the summary
-    (``stopped_reason="interrupted"``); a second one aborts with KeyboardInterrupt, the
-    store still consistent.
+    :func:`downsize.data.read_texts`; skipped rows are counted in the summary. ``budget_usd``
+    is a :class:`~downsize.teacher.SharedBudget`: it counts what other processes spend on the
+    same store meanwhile. The first Ctrl-C or SIGTERM stops after the calls in flight and
+    returns the summary (``stopped_reason`` ``"interrupted"`` or ``"terminated"``; nothing in
+    flight is paid twice); a second one aborts with KeyboardInterrupt, the store still
+    consistent (the abandoned calls are the only ones a re-run may pay again).
 
     Raises
     ------
@@ -327,36 +314,40 @@ def label_file(
     data = read_texts(path, text_col or task.text_field, limit=limit)
     own_store = store is None
     store = store if store is not None else Store(config.store_url())
-    budget = Budget(budget_usd) if budget_usd is not None else None
+    budget = SharedBudget(budget_usd, store) if budget_usd is not None else None
+    got: list[str] = []  # the signal that stopped the run
 
     async def run() -> LabelSummary:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
-        handled = False
+        handled: list[int] = []
+
+        def on_signal(sig: int) -> None:
+            reason, name = _SIGNALS[sig]
+            if not stop.is_set():
+                got.append(reason)
+                stop.set()
+                print(f"\n{name}: stopping after the calls in flight ({name} again to abort)", file=sys.stderr)
+            elif main is not None:
+                main.cancel()
+
         if threading.current_thread() is threading.main_thread():
-
-            def on_sigint() -> None:
-                if not stop.is_set():
-                    stop.set()
-                    print("\nstopping after the calls in flight (Ctrl-C again to abort)", file=sys.stderr)
-                elif main is not None:
-                    main.cancel()
-
-            try:
-                loop.add_signal_handler(signal.SIGINT, on_sigint)
-                handled = True
-            except (NotImplementedError, RuntimeError, ValueError):  # e.g. Windows
-                pass
+            for sig in _SIGNALS:
+                try:
+                    loop.add_signal_handler(sig, on_signal, sig)
+                    handled.append(sig)
+                except (NotImplementedError, RuntimeError, ValueError):  # e.g. Windows
+                    pass
         try:
             async with AsyncTeacher.from_config(teacher_cfg, store=store) as teacher:
                 return await label_texts(
                     store, teacher, task_name, task, data.texts,
-                    source=str(path), budget=budget, progress=progress, stop=stop,
+                    source=str(path), budget=budget, progress=progress, stop=stop, keep_going=keep_going,
                 )
         finally:
-            if handled:
-                loop.remove_signal_handler(signal.SIGINT)
+            for sig in handled:
+                loop.remove_signal_handler(sig)
 
     try:
         summary = asyncio.run(run())
@@ -365,6 +356,8 @@ def label_file(
     finally:
         if own_store:
             store.close()
+    if summary.stopped_reason == "interrupted" and got:
+        summary.stopped_reason = got[0]
     summary.skipped_rows = len(data.skipped)
     summary.skipped_note = data.skipped_summary()
     return summary

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,33 +64,21 @@ class Discovery:
     def labelled_pairs(self, template_id: int) -> tuple[list[str], list[Any], int]:
         """``(texts, answers, dropped)`` to store as teacher labels of the proposed task (``audit import``).
 
-        Answers follow the task-kind contract with the proposal's label names (classify: the
-        label; multilabel: a sorted tuple; extract: ``{field: value}``); answers outside the
-        inferred label set are dropped and counted.
+        Answers are the proposed task's canonical answers (its kind's ``normalise``, with the
+        proposal's label names); answers outside the inferred label set, or that the kind refuses
+        (an extracted value not in the text), are dropped and counted.
         """
         i = next(k for k, p in enumerate(self.profiles) if p.template.id == template_id)
         p, v = self.profiles[i], self.verdicts[i]
         if v.scope != "narrow" or v.kind is None:
             raise DataError(f"template {template_id} is {v.scope}: nothing to import ({v.recommendation})")
-        prop = propose_task(p, v)
         texts, norm = self.pairs(template_id)
-        answers = answers_for(v.kind, norm, v.labels)
-        keep_t, keep_a, dropped = [], [], 0
-        for t, a in zip(texts, answers):
-            if v.kind == "classify":
-                if a not in prop.answer_map:
-                    dropped += 1
-                    continue
-                a = prop.answer_map[a]
-            elif v.kind == "multilabel":
-                if not set(a) <= set(v.labels):
-                    dropped += 1
-                    continue
-            else:
-                a = {k: x for k, x in a.items() if k in set(v.labels)}
-            keep_t.append(t)
-            keep_a.append(a)
-        return keep_t, keep_a, dropped
+        return task_pairs(p, v, texts, norm)[1:]
+
+    def task(self, template_id: int) -> Any:
+        """The proposed :class:`~downsize.tasks.TaskConfig` of a narrow template."""
+        i = next(k for k, p in enumerate(self.profiles) if p.template.id == template_id)
+        return proposed_task(self.profiles[i], self.verdicts[i])
 
     def proposals(self, *, top: int | None = 5) -> list[TaskProposal]:
         """Task proposals for the narrow templates, best savings first (at most ``top``)."""
@@ -110,23 +98,79 @@ class Discovery:
             "templates": [{**p.to_dict(), **v.to_dict()} for p, v in zip(self.profiles, self.verdicts)],
         }
 
-    def table(self, *, top: int | None = 20) -> Any:
-        """The ranked table as a ``rich.table.Table``."""
-        from rich.table import Table
-
-        tab = Table(title=f"Call sites ({len(self.profiles)} templates, {len(self.records):,} requests)")
-        for col, just in (("#", "right"), ("template", "left"), ("requests", "right"), ("$/month now", "right"),
-                          ("narrow?", "left"), ("private", "left"), ("local (certified)", "right"),
-                          ("$/month cascade", "right"), ("recommendation", "left")):
-            tab.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    def rows(self, *, top: int | None = None) -> list[dict[str, Any]]:
+        """One JSON-able row per template, ranked (what the terminal table and the HTML section show)."""
+        out = []
         for p, v in list(zip(self.profiles, self.verdicts))[:top]:
             cert = v.certification
-            local = (f"{100 * cert.coverage:.0f} % ({100 * cert.coverage_interval[0]:.0f}–"
-                     f"{100 * cert.coverage_interval[1]:.0f})") if cert else "–"
-            tab.add_row(str(p.template.id), p.template.pattern(40), f"{p.n:,}", _money(v.cost_month_now),
-                        f"{v.scope} {v.kind or ''}".strip(), ", ".join(v.pii_kinds) or "no", local,
-                        _money(v.cost_month_cascade), v.recommendation)
+            verdict = {"narrow": f"narrow ({v.kind})" if v.kind else "narrow (one answer)",
+                       "broad": "open-ended", "too few": "too few"}.get(v.scope, v.scope)
+            out.append({
+                "template": p.template.id, "pattern": p.template.pattern(48), "requests": p.n,
+                "tokens": round(p.n * (p.input_tokens + p.output_tokens)),
+                "tokens_per_request": round(p.input_tokens + p.output_tokens, 1),
+                "cost_logged": p.cost_usd if p.cost_priced > 0 else None, "cost_month_now": v.cost_month_now,
+                "cost_month_cascade": v.cost_month_cascade, "savings_month": v.savings_month,
+                "latency_p50_ms": p.latency_p50_ms, "verdict": verdict, "scope": v.scope, "kind": v.kind,
+                "reason": v.reason, "private": v.private, "pii_kinds": list(v.pii_kinds),
+                "local_share": cert.coverage if cert else None,
+                "local_interval": list(cert.coverage_interval) if cert else None,
+                "student": cert.student if cert else None, "alpha": cert.alpha if cert else None,
+                "recommendation": v.recommendation, "certify_note": v.certify_note,
+            })
+        return out
+
+    def table(self, *, top: int | None = 20) -> Any:
+        """The ranked table as a ``rich.table.Table``: per template, traffic, cost, verdict, privacy, share."""
+        from rich.markup import escape
+        from rich.table import Table
+
+        tab = Table(title=f"Call sites ({len(self.profiles)} templates, {len(self.records):,} requests), "
+                          "best savings first", show_lines=True)
+        for col, just in (("#", "right"), ("template", "left"), ("requests", "right"), ("tokens", "right"),
+                          ("$/month now", "right"), ("$/month cascade", "right"),
+                          ("p50 ms", "right"), ("verdict", "left"), ("private", "left"),
+                          ("local (certified)", "right"), ("recommendation", "left")):
+            tab.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+        for r in self.rows(top=top):
+            lo_hi = r["local_interval"]
+            local = (f"{100 * r['local_share']:.0f} % ({100 * lo_hi[0]:.0f}–{100 * lo_hi[1]:.0f})"
+                     if r["local_share"] is not None else "–")
+            style = "dim" if r["scope"] != "narrow" else None
+            tab.add_row(str(r["template"]), r["pattern"], f"{r['requests']:,}", f"{r['tokens']:,}",
+                        _money(r["cost_month_now"]), _money(r["cost_month_cascade"]),
+                        "–" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:,.0f}",
+                        f"{r['verdict']}\n[dim]{escape(r['reason'])}[/]",
+                        ("yes: " + ", ".join(r["pii_kinds"])) if r["private"] else "no", local,
+                        r["recommendation"], style=style)
         return tab
+
+
+def proposed_task(p: TemplateProfile, v: Verdict) -> Any:
+    """The task of :func:`~.propose.propose_task` as its kind's TaskConfig (what the yaml loads as)."""
+    from ..tasks import KINDS
+
+    return KINDS[v.kind or ""].model_validate(propose_task(p, v).to_config())
+
+
+def task_pairs(p: TemplateProfile, v: Verdict, texts: Sequence[str], norm: Sequence[str]
+               ) -> tuple[Any, list[str], list[Any], int]:
+    """``(task, texts, answers, dropped)``: logged pairs as canonical answers of the proposed task."""
+    from ..errors import AnswerError
+
+    prop = propose_task(p, v)
+    task = proposed_task(p, v)
+    keep_t, keep_a, dropped = [], [], 0
+    for t, a in zip(texts, answers_for(v.kind or "", norm, v.labels)):
+        if v.kind == "classify":
+            a = prop.answer_map.get(a, a)
+        try:
+            keep_a.append(task.normalise(a, t))
+        except AnswerError:
+            dropped += 1
+            continue
+        keep_t.append(t)
+    return task, keep_t, keep_a, dropped
 
 
 def _money(x: float | None) -> str:
@@ -137,7 +181,7 @@ def discover(source: str | Path | Sequence[str | Path] | LogRead | Sequence[LogR
              prices: Mapping[str, Price] | None = None, requests_per_month: float | None = None,
              thresholds: Thresholds | None = None, certifier: Certifier | None = default_certifier,
              names: bool = True, miner: TemplateMiner | None = None, max_scan: int = 5000,
-             name_sample: int = 100) -> Discovery:
+             name_sample: int = 100, progress: Callable[[str, int, int], None] | None = None) -> Discovery:
     """Read logs, find the call sites, profile them and answer the three questions for each.
 
     Parameters
@@ -154,6 +198,8 @@ def discover(source: str | Path | Sequence[str | Path] | LogRead | Sequence[LogR
         ``None`` skips certification.
     names : bool, default=True
         Look for people's names with spaCy (when installed).
+    progress : callable, optional
+        ``progress(stage, done, total)`` as the stages advance (read, templates, profile, certify).
 
     Raises
     ------
@@ -161,6 +207,8 @@ def discover(source: str | Path | Sequence[str | Path] | LogRead | Sequence[LogR
         When no record could be read (with what the files' reports say).
     """
     thresholds = thresholds or Thresholds()
+    tick = progress or (lambda stage, done, total: None)
+    tick("read", 0, 1)
     timings: dict[str, float] = {}
     cpu: dict[str, float] = {}
     t0, c0 = time.perf_counter(), time.process_time()
@@ -173,6 +221,8 @@ def discover(source: str | Path | Sequence[str | Path] | LogRead | Sequence[LogR
     timings["read"], cpu["read"] = time.perf_counter() - t0, time.process_time() - c0
     if not read.records:
         raise DataError("no request could be read:\n" + (read.report.summary() or "no files"))
+    tick("read", 1, 1)
+    tick("templates", 0, 1)
     t0, c0 = time.perf_counter(), time.process_time()
     miner = (miner or TemplateMiner()).fit(read.records)
     timings["templates"], cpu["templates"] = time.perf_counter() - t0, time.process_time() - c0
@@ -186,28 +236,34 @@ def discover(source: str | Path | Sequence[str | Path] | LogRead | Sequence[LogR
         groups.setdefault(lab, []).append(r)
     total = len(read.records)
     profiles, verdicts = [], []
-    for tpl in miner.templates_:
+    tick("templates", 1, 1)
+    for k, tpl in enumerate(miner.templates_):
+        tick("profile", k, len(miner.templates_))
         recs = groups.get(tpl.id, [])
         p = profile_template(tpl, recs, prices=prices, names=names, max_scan=max_scan, name_sample=name_sample)
         rpm = requests_per_month * len(recs) / total if requests_per_month is not None else None
         profiles.append(p)
         verdicts.append(judge(p, thresholds=thresholds, requests_per_month=rpm))
+    tick("profile", len(miner.templates_), len(miner.templates_))
     timings["profile"], cpu["profile"] = time.perf_counter() - t0, time.process_time() - c0
+    narrow = [i for i, v in enumerate(verdicts) if v.scope == "narrow" and v.kind is not None]
     t0, c0 = time.perf_counter(), time.process_time()
-    for i, (p, v) in enumerate(zip(profiles, verdicts)):
-        if v.scope != "narrow" or v.kind is None:
-            continue
+    for k, i in enumerate(narrow):
+        p, v = profiles[i], verdicts[i]
+        tick("certify", k, len(narrow))
         if certifier is None:
             verdicts[i] = with_certification(v, None, note="certification skipped", thresholds=thresholds)
             continue
         recs = [r for r in groups[p.template.id] if r.response is not None]
         norm = [normalise_answer(r.response or "") for r in recs]
         try:
-            cert = certifier([r.text for r in recs], answers_for(v.kind, norm, v.labels), v.kind)
-            note = "" if cert is not None else f"not certified yet: no {v.kind} certifier"
+            task, texts, answers, _ = task_pairs(p, v, [r.text for r in recs], norm)
+            cert = certifier(texts, answers, task)
+            note = "" if cert is not None else f"not certified yet: no {v.kind} student installed"
         except (DownsizeError, ValueError) as exc:
             cert, note = None, f"not certified: {exc}"
         verdicts[i] = with_certification(v, cert, note=note, thresholds=thresholds)
+    tick("certify", len(narrow), len(narrow))
     timings["certify"], cpu["certify"] = time.perf_counter() - t0, time.process_time() - c0
     order = sorted(range(len(profiles)), key=lambda i: (
         -(verdicts[i].savings_month or 0.0), -(verdicts[i].cost_month_now or 0.0), -profiles[i].n))

@@ -23,8 +23,7 @@ from .verdict import Verdict
 
 __all__ = ["TaskProposal", "config_yaml", "propose_task"]
 
-_STOP = frozenset("a an the you are is of to for and or in on with this that these your as by be it from into "
-                  "one only exactly reply answer return json user sends following please".split())
+_STOP = frozenset(["a", "an", "the", "you", "are", "is", "of", "to", "for", "and", "or", "in", "on", "with", "this", "that", "these", "your", "as", "by", "be", "it", "from", "into", "one", "only", "exactly", "reply", "answer", "return", "json", "user", "sends", "following", "please"])
 _NAME_OK = re.compile(r"[^a-z0-9]+")
 
 

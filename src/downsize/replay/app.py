@@ -8,7 +8,8 @@ user message that is a known text wins, so a repair retry is answered too).
 Knobs for realism: ``latency_ms`` per answer, ``error_rate`` (seeded HTTP 500s) and
 ``noise`` (a seeded, per-text-deterministic share of wrong labels). ``GET /stats`` counts
 the chat requests answered, by status; a request whose client went away while it was
-being answered is counted as ``abandoned`` instead (it was never delivered, so never paid).
+being answered (or before its body arrived) is counted as ``abandoned`` instead (it was never
+delivered, so never paid), quietly: a client that goes away is routine, not a server error.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from ..data import read_texts
 from .answers import content_for, noisy, vocabulary
@@ -125,7 +127,11 @@ def create_replay_app(
 
     async def handle(request: Request, n: int) -> Response | None:
         try:
-            payload = json.loads(await request.body())
+            raw = await request.body()
+        except ClientDisconnect:  # the client went away before sending its whole body: abandoned
+            return None
+        try:
+            payload = json.loads(raw)
         except ValueError:
             return _err(400, "replay: the request body is not valid JSON", "invalid_request_error")
         messages = payload.get("messages") if isinstance(payload, dict) else None

@@ -228,7 +228,7 @@ def _read_calls(s: Any, task_name: str, after: int) -> tuple[list[Candidate], in
     return out, (rows[-1].id if rows else after), len(rows)
 
 
-def _score_missing(store: Store, task_name: str, task: TaskConfig, cands: list[Candidate]) -> None:
+def _score_missing(store: Store, task_name: str, task: TaskConfig, cands: list[Candidate], home: Any = None) -> None:
     """Fill in the latest student's answer and confidence where a candidate has none."""
     todo = [c for c in cands if c.student_answer is None]
     sv = store.latest_student(task_name) if todo else None
@@ -237,7 +237,7 @@ def _score_missing(store: Store, task_name: str, task: TaskConfig, cands: list[C
     from ..training import load_student_version
 
     try:
-        student = load_student_version(sv)
+        student = load_student_version(sv, home)
         texts = list(dict.fromkeys(c.text for c in todo))
         answers, conf = task.score(student, texts)
     except DownsizeError:
@@ -327,7 +327,7 @@ def fill_queue(store: Store, config: Config, task_name: str, *, strong: float = 
                     cands, last, n, no_text = _read_spots(s, task_name, start, now)
                 else:
                     (cands, last, n), no_text = _read_calls(s, task_name, start), 0
-            _score_missing(store, task_name, task, cands)
+            _score_missing(store, task_name, task, cands, config.home_dir())
             for attempt in (0, 1):
                 try:
                     with store.session() as s:
@@ -391,7 +391,7 @@ def add_texts(store: Store, config: Config, task_name: str, texts: Iterable[str]
     cands = [c for c in user_candidates(task_name, texts, source=source, rows=rows, priority=priority)
              if c.text.strip()]
     _teacher_labels(store, task_name, cands)
-    _score_missing(store, task_name, task, cands)
+    _score_missing(store, task_name, task, cands, config.home_dir())
     new_items, added = queue_candidates(store, task_name, cands)
     return FillSummary(task_name, new_items, sum(added.values()), dict(added), 0, {"user": len(cands)})
 

@@ -53,6 +53,9 @@ class Metrics:
                                 ["task", "answered_by"], registry=r)
         self.errors = Counter("downsize_errors", "Requests answered with an error status.",
                               ["task", "status"], registry=r)
+        self.rejected = Counter("downsize_rejected_requests",
+                                "API requests refused before reaching a task (auth, limits, bad body, unknown route).",
+                                ["status", "reason"], registry=r)
         self.latency = Histogram("downsize_request_latency_seconds", "Time in the gateway per request.",
                                  ["task", "answered_by"], buckets=_LATENCY_BUCKETS, registry=r)
         self.student_latency = Histogram("downsize_student_latency_seconds",
@@ -74,6 +77,15 @@ class Metrics:
                                    ["task", "result"], registry=r)
         self.teacher_up = Gauge("downsize_teacher_up", "1 if the teacher answered the last health probe.",
                                 ["teacher"], registry=r)
+        self.task_suspended = Gauge("downsize_task_suspended",
+                                    "1 while the task is suspended (its live risk monitor rejected; teacher only).",
+                                    ["task"], registry=r)
+        self.drift_warning = Gauge("downsize_drift_warning",
+                                   "1 once the drift monitor of the live version warned (confidences moved).",
+                                   ["task"], registry=r)
+        self.risk_evidence = Gauge("downsize_risk_monitor_evidence",
+                                   "Betting wealth against 'live risk <= alpha' (alarm at 1/delta).", ["task"],
+                                   registry=r)
         self.cascade_counts: dict[str, list[int]] = {}
         self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.audit_stats: Callable[[], tuple[dict[str, int], int]] | None = None
@@ -110,6 +122,10 @@ class Metrics:
 
     def error(self, task: str | None, status: int) -> None:
         self.errors.labels(task or PASSTHROUGH, str(status)).inc()
+
+    def reject(self, status: int, reason: str) -> None:
+        self.rejected.labels(str(status), reason).inc()
+        self.errors.labels(PASSTHROUGH, str(status)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,8 +1,10 @@
 """One task as the gateway serves it: its cascade (student micro-batched, policy, teacher).
 
 The policy — cascade or shadow, and why — comes from :meth:`downsize.project.Project.cascade`;
-who answers each request is :func:`downsize.cascade.decide`'s call. In shadow mode the teacher's
-answers are queued as training labels.
+who answers each request is :func:`downsize.cascade.decide`'s call. In shadow mode (and while the
+task is suspended) the teacher's answers are queued as labels, and so are escalated ones (origin
+``escalation``); the lifecycle loop (``_lifecycle``) swaps in a newly promoted version with
+:meth:`TaskRuntime.swap`.
 """
 
 from __future__ import annotations
@@ -112,14 +114,49 @@ class TaskRuntime:
         self.cfg = cfg
         self.tcfg = tcfg
         self.teacher = teacher
-        self.cascade = cascade
         self.tokens = tokens
         self.writer = writer
+        self._serving = (cascade, self._batcher_for(cascade))
+        #: set by the gateway's lifecycle loop (server/_lifecycle.py)
+        self.live_key: str | None = None
+        self.lifecycle: dict[str, Any] = {}
+        self.boost_until = 0.0  # monotonic time until which a drift warning raises the spot-check rate
+
+    @staticmethod
+    def _batcher_for(cascade: Cascade) -> _Batcher | None:
         kind = cascade.student_kind
-        self.batcher = _Batcher(cascade, offload=kind not in (None, "tfidf")) if cascade.student is not None else None
+        return _Batcher(cascade, offload=kind not in (None, "tfidf")) if cascade.student is not None else None
+
+    @property
+    def cascade(self) -> Cascade:
+        return self._serving[0]
+
+    @property
+    def batcher(self) -> _Batcher | None:
+        return self._serving[1]
+
+    def swap(self, cascade: Cascade) -> _Batcher | None:
+        """Serve ``cascade`` from now on (one assignment: a request sees the old pair or the new one,
+        never a mix); returns the old batcher, which finishes what it holds and is closed later."""
+        old = self._serving[1]
+        self._serving = (cascade, self._batcher_for(cascade))
+        return old
+
+    @property
+    def suspended(self) -> bool:
+        return (self.cascade.policy.shadow or "").startswith("suspended:")
+
+    @property
+    def spot_check_rate(self) -> float:
+        """The configured rate, or the drift rate while a drift warning lasts."""
+        if self.boost_until and time.monotonic() < self.boost_until:
+            return max(self.cfg.spot_check_rate, self.cfg.drift_spot_check_rate)
+        return self.cfg.spot_check_rate
 
     @property
     def mode(self) -> str:
+        if self.suspended:
+            return "suspended"
         return "shadow" if self.cascade.policy.shadow is not None else "cascade"
 
     @property
@@ -139,12 +176,22 @@ class TaskRuntime:
     def student_version_id(self) -> int | None:
         return self.cascade.student_version_id
 
+    def health(self) -> tuple[str, str | None]:
+        """``("ok", None)``, or ``("degraded", why)`` when the task runs without the student it should
+        have (its files are missing or corrupt: the teacher answers everything)."""
+        c = self.cascade
+        if c.load_error:
+            return "degraded", f"task {self.name!r} runs without its student, the teacher answers all: {c.load_error}"
+        return "ok", None
+
     def describe(self) -> dict[str, Any]:
         c = self.cascade
-        return {"mode": self.mode, "reason": self.mode_reason, "student_version_id": c.student_version_id,
+        status, why = self.health()
+        return {"status": status, "status_reason": why,
+                "mode": self.mode, "reason": self.mode_reason, "student_version_id": c.student_version_id,
                 "student_kind": c.student_kind, "threshold": c.threshold,
                 "calibrated": c.calibration_run_id is not None, "teacher": self.teacher.name,
-                "load_error": c.load_error}
+                "load_error": c.load_error, "spot_check_rate": self.spot_check_rate, **self.lifecycle}
 
     async def answer(self, text: str) -> Decision:
         """The decision for one text (``latency_ms`` is this runtime's time; the route adds its own).
@@ -155,9 +202,13 @@ class TaskRuntime:
             Only when there is no student to fall back on and the teacher fails.
         """
         t0 = time.perf_counter()
-        scored = await self.batcher.score(text) if self.batcher is not None else None
-        d = await self.cascade.decide(text, scored)
+        cascade, batcher = self._serving  # one version for the whole request, even across a swap
+        scored = await batcher.score(text) if batcher is not None else None
+        d = await cascade.decide(text, scored)
         if d.answered_by is AnsweredBy.SHADOW:
             self.writer.submit_label(ShadowLabel(self.name, text, self.cfg.encode(d.answer), d.teacher_call_id))
+        elif d.answered_by is AnsweredBy.TEACHER:  # selected by low confidence: trained on, never calibrated on
+            self.writer.submit_label(ShadowLabel(self.name, text, self.cfg.encode(d.answer), d.teacher_call_id,
+                                                 "escalation"))
         d.latency_ms = (time.perf_counter() - t0) * 1000
         return d

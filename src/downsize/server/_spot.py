@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ..audit import AuditWriter, SpotCheckRecord
+from ..audit import AuditWriter, ShadowLabel, SpotCheckRecord
 from ..config import Config, TaskConfig
 from ..errors import TeacherError
 from ..store import Store
@@ -133,14 +133,18 @@ class SpotChecker:
         DEADLINE.set(asyncio.get_running_loop().time() + max(30.0, self.config.server.deadline_s))
         teacher_answer: Any = None
         cost = 0.0
+        call_id = None
         try:
             ans = await self._teacher(teacher).ask(text, task_name=task, task=task_cfg)
-            teacher_answer, cost = ans.answer, ans.cost_usd
+            teacher_answer, cost, call_id = ans.answer, ans.cost_usd, ans.call_id
         except TeacherError as exc:
             log.info("spot check of %s (task %s): the teacher failed: %s", request_id, task, self.redact(str(exc)))
         except Exception as exc:  # a spot check must never take anything down
             log.error("spot check of %s (task %s) failed: %s", request_id, task, self.redact(repr(exc)))
+        # a failed check (no teacher answer) has no loss: the risk monitor counts it neither way
         loss = None if teacher_answer is None else task_cfg.disagreement(answer, teacher_answer)
+        if teacher_answer is not None:  # a uniform sample of the answered requests: a label too
+            self.writer.submit_label(ShadowLabel(task, text, task_cfg.encode(teacher_answer), call_id, "spot_check"))
         self.writer.submit_spot_check(SpotCheckRecord(
             request_id=request_id, task=task, student_version_id=student_version_id,
             student_label=task_cfg.encode(answer),

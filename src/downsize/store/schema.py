@@ -14,39 +14,63 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
-    "Base",
-    "Example",
-    "TeacherCall",
-    "Label",
-    "StudentVersion",
-    "CalibrationRun",
-    "EvalRun",
-    "RequestLog",
-    "SpotCheck",
     "ApiKey",
-    "ReviewItem",
-    "ReviewReason",
+    "Base",
+    "CalibrationRun",
+    "CallClaim",
+    "EvalRun",
+    "Example",
+    "LABEL_ORIGINS",
+    "LABEL_SOURCES",
+    "Label",
+    "MonitorCheckpoint",
+    "RequestLog",
     "Review",
     "ReviewCursor",
-    "LABEL_SOURCES",
+    "ReviewItem",
+    "ReviewReason",
+    "SpendLedger",
+    "SpotCheck",
+    "StudentVersion",
+    "TaskEvent",
+    "TeacherCall",
     "dumps",
     "text_hash",
     "utcnow",
 ]
 
 #: Label sources, lowest priority first: human corrections override the teacher, gold wins.
-LABEL_SOURCES = ("teacher", "human", "gold")
+#: ``synthetic``: a text the teacher wrote for a label (``downsize synth``; trained on with the
+#: task's ``synthetic_weight``, never calibrated on); ``audit``: a logged teacher answer imported
+#: from traffic logs (``downsize audit import``; no teacher call).
+LABEL_SOURCES = ("synthetic", "audit", "teacher", "human", "gold")
+#: How the gateway came by a teacher label (``Label.origin``), and so how its text was selected:
+#: ``shadow`` every request of a task in shadow mode or suspended (a uniform sample of traffic),
+#: ``spot_check`` a uniform sample of the *answered* requests, ``escalation`` the requests the
+#: student was unsure of (selected by low confidence). None: a file (``label``, ``add-labels``).
+LABEL_ORIGINS = ("shadow", "spot_check", "escalation")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def text_hash(text: str) -> str:
@@ -94,6 +118,48 @@ class TeacherCall(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    # set on a call paid again for a request already recorded (a lease lost to another process):
+    # the row keeps the money on the books under a derived hash; the cache answers from the first
+    repeat_of: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class CallClaim(Base):
+    """A paid call being made: claimed before it is sent, deleted when it is recorded or given up.
+
+    ``request_hash`` is unique, so one process (``owner``: host, pid and a token) holds a request
+    at a time; the others wait for its :class:`TeacherCall` or skip it. The claim is a lease: once
+    ``lease_until`` has passed, or when its owner is a process of this host that no longer exists,
+    another process may take it over (and counts the call as possibly paid twice).
+    ``reserved_usd`` is the call's worst-case cost, held against every process's budget meanwhile.
+    """
+
+    __tablename__ = "teacher_call_claims"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    owner: Mapped[str] = mapped_column(String(255))
+    lease_until: Mapped[datetime] = mapped_column(DateTime)
+    reserved_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    task: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SpendLedger(Base):
+    """The store's spend ledger: one row that every claim updates first.
+
+    The update serialises claims and budget checks across processes (a write lock on SQLite, a
+    row lock on PostgreSQL) so that "spent + reserved + this call ≤ budget" is checked and the
+    claim made atomically. What was spent is the sum of :class:`TeacherCall` costs; what is
+    reserved, the sum of the live :class:`CallClaim` rows. ``claims`` and ``reclaimed`` count the
+    claims made and the expired or orphaned ones taken over.
+    """
+
+    __tablename__ = "spend_ledger"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+    reclaimed: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Label(Base):
@@ -106,11 +172,13 @@ class Label(Base):
     example_id: Mapped[int] = mapped_column(ForeignKey("examples.id"))
     task: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(Text)  # the task kind's encoded answer
-    source: Mapped[str] = mapped_column(String(16))  # teacher | human | gold
+    source: Mapped[str] = mapped_column(String(16))  # synthetic | audit | teacher | human | gold
     teacher_call_id: Mapped[int | None] = mapped_column(ForeignKey("teacher_calls.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     # set when the review that wrote this label was undone: the row stays, no longer in effect
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # shadow | spot_check | escalation (LABEL_ORIGINS) for labels the gateway saw; None: from a file
+    origin: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class StudentVersion(Base):
@@ -311,6 +379,60 @@ class ReviewCursor(Base):
     task: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(32))
     last_id: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TaskEvent(Base):
+    """Something that happened to a task's life: suspended, resumed, a version promoted or rolled
+    back, a gate that refused a candidate, a drift warning, a retrain that failed.
+
+    *State* events (``suspended``, ``resumed``, ``promoted``, ``rolled_back``) form one chain per
+    task: each names the state event before it in ``parent_id`` (0 for the first), and
+    ``(task, parent_id)`` is unique, so two processes that change a task at once cannot both
+    succeed (the second gets an IntegrityError and re-reads). Each state event names the live
+    student version and calibration run after it, and ``spot_id_start``/``request_id_start``: the
+    last spot-check and audit-log ids when it was written (a fresh monitor reads only rows after
+    them). Other events have ``parent_id`` None; ``dedupe`` (unique per task) makes a repeated
+    event (the same warning seen by two workers) one row.
+    """
+
+    __tablename__ = "task_events"
+    __table_args__ = (UniqueConstraint("task", "parent_id", name="uq_task_event_parent"),
+                      UniqueConstraint("task", "dedupe", name="uq_task_event_dedupe"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), index=True)
+    ts: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    dedupe: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    student_version_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    calibration_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    spot_id_start: Mapped[int] = mapped_column(Integer, default=0)
+    request_id_start: Mapped[int] = mapped_column(Integer, default=0)
+    actor: Mapped[str] = mapped_column(String(64), default="")  # cli | gateway:<pid> | python
+    message: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[Any] = mapped_column(JSON, default=dict)
+
+
+class MonitorCheckpoint(Base):
+    """A live monitor's saved state (``RiskMonitor``/``DriftMonitor.to_dict``) after the rows up to
+    ``last_id`` (spot checks or audit-log rows) of one monitor epoch.
+
+    The one table whose rows are updated in place: a checkpoint is a cache of a deterministic
+    function of rows that are themselves never changed (the monitor fed, in store-id order, the
+    epoch's rows), so it can always be rebuilt; it is only ever moved forward (``last_id`` grows).
+    """
+
+    __tablename__ = "monitor_checkpoints"
+    __table_args__ = (UniqueConstraint("task", "epoch", "monitor", name="uq_monitor_checkpoint"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task: Mapped[str] = mapped_column(String(64))
+    epoch: Mapped[str] = mapped_column(String(64))  # which monitor: see downsize.lifecycle
+    monitor: Mapped[str] = mapped_column(String(16))  # risk | drift
+    last_id: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 def dumps(obj: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +16,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import StoreError
+from .claims import ClaimsMixin
 from .schema import (
+    LABEL_ORIGINS,
     LABEL_SOURCES,
     Base,
     CalibrationRun,
@@ -27,14 +31,30 @@ from .schema import (
     text_hash,
 )
 
-__all__ = ["Store", "LabelledExample", "make_engine"]
+__all__ = ["LabelledExample", "Store", "make_engine"]
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file ``path`` readable by its owner only (0600), if it does not exist.
+
+    The store holds request texts and answers, so it must not be world-readable; SQLite would
+    create it with the umask's mode (usually 0644). Its ``-wal`` and ``-shm`` files take the
+    database file's mode. An existing file keeps its mode (the owner may have chosen it).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout, its directory created and a new
+    database file created 0600."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        path = Path(url[len("sqlite:///") :])
+        path = Path(url[len("sqlite:///") :].split("?", 1)[0])
         path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
     is_sqlite = url.startswith("sqlite")
     kwargs: dict[str, Any] = {}
     if is_sqlite:
@@ -82,8 +102,11 @@ class LabelledExample:
     source: str
 
 
-class Store:
+class Store(ClaimsMixin):
     """The project's database. Schema is created on first use.
+
+    Paid teacher calls are claimed before they are sent and recorded once (see
+    :mod:`.claims`: nothing is paid twice across processes; the budget is the store's ledger).
 
     Parameters
     ----------
@@ -95,11 +118,19 @@ class Store:
         self.url = url
         try:
             self.engine = make_engine(url)
-            Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            for attempt in range(5):  # two processes creating one new store at once: one wins
+                try:
+                    Base.metadata.create_all(self.engine)
+                    _add_missing_columns(self.engine)
+                    break
+                except SQLAlchemyError:
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+            self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+            self.ensure_ledger()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open the store at {url}: {exc}") from exc
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -125,8 +156,21 @@ class Store:
 
     # -- examples and labels ----------------------------------------------------------
     def add_examples(self, task: str, texts: Iterable[str], *, source: str = "") -> list[int]:
-        """Insert texts not yet known for ``task``; return the example id of every text, in order."""
+        """Insert texts not yet known for ``task``; return the example id of every text, in order.
+
+        Two processes adding the same texts at once: the one whose insert loses on the unique
+        (task, text hash) reads the winner's ids and tries again.
+        """
         texts = list(texts)
+        for attempt in range(5):
+            try:
+                return self._add_examples(task, texts, source)
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _add_examples(self, task: str, texts: list[str], source: str) -> list[int]:
         hashes = [text_hash(t) for t in texts]
         with self.session() as s:
             known: dict[str, int] = {}
@@ -158,15 +202,21 @@ class Store:
         *,
         source: str,
         teacher_call_ids: Sequence[int | None] | None = None,
+        origin: str | None = None,
     ) -> int:
-        """Append labels ``(example_id, label)`` from ``source``; returns how many were added."""
+        """Append labels ``(example_id, label)`` from ``source``; returns how many were added.
+
+        ``origin`` (one of ``LABEL_ORIGINS``) says how the gateway selected the text, for labels it saw.
+        """
         if source not in LABEL_SOURCES:
             raise ValueError(f"source must be one of {LABEL_SOURCES}, got {source!r}")
+        if origin is not None and origin not in LABEL_ORIGINS:
+            raise ValueError(f"origin must be None or one of {LABEL_ORIGINS}, got {origin!r}")
         items = list(items)
         calls = list(teacher_call_ids) if teacher_call_ids is not None else [None] * len(items)
         with self.session() as s:
             s.add_all(
-                Label(example_id=eid, task=task, label=lab, source=source, teacher_call_id=cid)
+                Label(example_id=eid, task=task, label=lab, source=source, teacher_call_id=cid, origin=origin)
                 for (eid, lab), cid in zip(items, calls)
             )
         return len(items)
@@ -206,11 +256,17 @@ class Store:
             )
             return {h for (h,) in rows}
 
-    # -- teacher calls (the content-addressed cache) ------------------------------------
-    def cached_call(self, request_hash: str) -> TeacherCall | None:
+    def teacher_labelled_ids(self, task: str, example_ids: Sequence[int]) -> set[int]:
+        """Which of ``example_ids`` already have a teacher label (a concurrent run's, say)."""
+        wanted = list(dict.fromkeys(example_ids))
+        found: set[int] = set()
         with self.session() as s:
-            return s.scalar(select(TeacherCall).where(TeacherCall.request_hash == request_hash))
+            for i in range(0, len(wanted), 500):
+                found.update(s.scalars(select(Label.example_id).where(
+                    Label.task == task, Label.source == "teacher", Label.example_id.in_(wanted[i : i + 500]))))
+        return found
 
+    # -- teacher calls (the content-addressed cache) ------------------------------------
     def recorded_hashes(self, request_hashes: Iterable[str]) -> set[str]:
         """Which of ``request_hashes`` are recorded calls (one query per 500: a bulk cache check)."""
         wanted = list(dict.fromkeys(request_hashes))
@@ -220,18 +276,6 @@ class Store:
                 chunk = wanted[i : i + 500]
                 found.update(s.scalars(select(TeacherCall.request_hash).where(TeacherCall.request_hash.in_(chunk))))
         return found
-
-    def record_call(self, call: TeacherCall) -> TeacherCall:
-        """Record a paid call once. If the same request was recorded meanwhile, return that row."""
-        try:
-            with self.session() as s:
-                s.add(call)
-            return call
-        except IntegrityError:
-            existing = self.cached_call(call.request_hash)
-            if existing is None:  # pragma: no cover - only on a broken database
-                raise StoreError(f"could not record teacher call {call.request_hash}") from None
-            return existing
 
     def teacher_spend(self, *, task: str | None = None) -> float:
         with self.session() as s:

@@ -30,6 +30,15 @@ Students (one module each)
     only); temperature-calibrated on a held-out split. ``auto`` does not try it (see
     :data:`OPT_IN`): name it with ``student: finetune``.
 
+Multi-label (``kind: multilabel``)
+----------------------------------
+``MultiLabelStudent``
+    one-vs-rest linear heads over the TF-IDF or MiniLM features (families ``tfidf``, ``minilm``),
+    per-label Platt scaling on out-of-fold scores, label-set decoding per loss (``exact``: the
+    most probable set; ``f1``: the best expected F1) with ``max_labels``, and a record confidence
+    stacked on out-of-fold answers (:mod:`.multilabel.decode`). ``fit(texts, label_sets)``,
+    ``predict_with_confidence(texts, loss=...)``; saves skops + npz + JSON + the manifest.
+
 Extraction (``kind: extract``)
 ------------------------------
 ``TaggerStudent``
@@ -52,6 +61,7 @@ from .base import Student
 from .encoder import minilm_available
 from .finetune import FinetuneStudent, finetune_available
 from .minilm import MiniLMStudent
+from .multilabel import MultiLabelStudent
 from .tagger import TaggerStudent
 from .tfidf import TfidfStudent
 
@@ -60,6 +70,7 @@ __all__ = [
     "TfidfStudent",
     "MiniLMStudent",
     "FinetuneStudent",
+    "MultiLabelStudent",
     "TaggerStudent",
     "OPT_IN",
     "STUDENTS",
@@ -77,6 +88,7 @@ STUDENTS: dict[str, type[Any]] = {
     "minilm": MiniLMStudent,
     "finetune": FinetuneStudent,
     "tagger": TaggerStudent,
+    "multilabel": MultiLabelStudent,
 }
 
 #: (task kind, family) → the student class and the parameters that family fixes. A task's
@@ -85,6 +97,8 @@ FAMILIES: dict[tuple[str, str], tuple[type[Any], dict[str, Any]]] = {
     ("classify", "tfidf"): (TfidfStudent, {}),
     ("classify", "minilm"): (MiniLMStudent, {}),
     ("classify", "finetune"): (FinetuneStudent, {}),
+    ("multilabel", "tfidf"): (MultiLabelStudent, {"features": "tfidf"}),
+    ("multilabel", "minilm"): (MultiLabelStudent, {"features": "minilm"}),
     ("extract", "crf"): (TaggerStudent, {}),
 }
 

@@ -19,10 +19,59 @@ from .artifacts import dump_skops, load_skops
 from .base import CALIBRATED_TYPES, MODEL_FILE, Student, calibrated, check_param, is_int, is_range
 from .charngrams import CharNgramTfidf
 
-__all__ = ["TfidfStudent"]
+__all__ = ["TfidfStudent", "fit_vectorizers", "make_vectorizers", "pack_word", "unpack_word"]
 
 _VOCAB_FILE = "vocabulary.json"
 _CHAR_FILE = "char_ngrams.npz"
+
+
+def make_vectorizers(*, word_ngrams: tuple[int, int], char_ngrams: tuple[int, int] | None,
+                     char_max_chars: int | None, min_df: int, max_features: int | None) -> dict[str, Any]:
+    """The unfitted ``{"word": TfidfVectorizer, "char": CharNgramTfidf}`` of a TF-IDF student
+    (``char`` only when ``char_ngrams`` is given); shared with the multi-label student."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vecs: dict[str, Any] = {
+        "word": TfidfVectorizer(ngram_range=tuple(word_ngrams), sublinear_tf=True, min_df=min_df,
+                                max_features=max_features)
+    }
+    if char_ngrams is not None:
+        vecs["char"] = CharNgramTfidf(ngram_range=tuple(char_ngrams), max_chars=char_max_chars,
+                                      min_df=min_df, max_features=max_features)
+    return vecs
+
+
+def fit_vectorizers(vecs: dict[str, Any], X: list[str], *, min_df: int) -> Any:
+    """Fit each of ``vecs`` on ``X``; the training texts' features side by side (CSR)."""
+    import scipy.sparse as sp
+
+    mats = []
+    for kind, vec in vecs.items():
+        try:
+            mats.append(vec.fit_transform(X))
+        except ValueError as exc:  # sklearn: "empty vocabulary; perhaps the documents only contain stop words"
+            raise StudentError(
+                f"no {kind} n-gram occurs in ≥ min_df={min_df} of the {len(X)} training texts "
+                f"({exc}); lower min_df or add data"
+            ) from None
+    return sp.hstack(mats, format="csr") if len(mats) > 1 else mats[0]
+
+
+def pack_word(word: Any) -> tuple[Any, bytes]:
+    """A fitted word vectorizer without its vocabulary, and the vocabulary as a JSON list.
+
+    ``TfidfVectorizer.vocabulary_`` is a dict that skops stores node by node (~400 B per
+    term): it goes to a plain JSON list instead (term i has column i)."""
+    light = copy.copy(word)
+    del light.vocabulary_
+    terms = sorted(word.vocabulary_, key=word.vocabulary_.__getitem__)
+    return light, json.dumps(terms, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def unpack_word(light: Any, vocab: bytes) -> Any:
+    """Inverse of :func:`pack_word` (sets ``vocabulary_`` on ``light``)."""
+    light.vocabulary_ = {t: i for i, t in enumerate(json.loads(vocab.decode("utf-8")))}
+    return light
 
 
 class TfidfStudent(Student):
@@ -141,24 +190,9 @@ class TfidfStudent(Student):
         )
 
     def _make_vectorizers(self) -> dict[str, Any]:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        vecs: dict[str, Any] = {
-            "word": TfidfVectorizer(
-                ngram_range=tuple(self.word_ngrams),
-                sublinear_tf=True,
-                min_df=self.min_df,
-                max_features=self.max_features,
-            )
-        }
-        if self.char_ngrams is not None:
-            vecs["char"] = CharNgramTfidf(
-                ngram_range=tuple(self.char_ngrams),
-                max_chars=self.char_max_chars,
-                min_df=self.min_df,
-                max_features=self.max_features,
-            )
-        return vecs
+        return make_vectorizers(word_ngrams=self.word_ngrams, char_ngrams=self.char_ngrams,
+                                char_max_chars=self.char_max_chars, min_df=self.min_df,
+                                max_features=self.max_features)
 
     def _features(self, X: list[str]) -> Any:
         import scipy.sparse as sp
@@ -167,23 +201,11 @@ class TfidfStudent(Student):
         return sp.hstack(mats, format="csr") if len(mats) > 1 else mats[0]
 
     def _fit(self, X: list[str], y: np.ndarray, cv: int) -> None:
-        import scipy.sparse as sp
         from sklearn.linear_model import LogisticRegression
         from sklearn.svm import LinearSVC
 
         vecs = self._make_vectorizers()
-        mats = []
-        for kind, vec in vecs.items():
-            try:
-                mats.append(vec.fit_transform(X))
-            except (
-                ValueError
-            ) as exc:  # sklearn: "empty vocabulary; perhaps the documents only contain stop words"
-                raise StudentError(
-                    f"no {kind} n-gram occurs in ≥ min_df={self.min_df} of the {len(X)} training texts "
-                    f"({exc}); lower min_df or add data"
-                ) from None
-        features = sp.hstack(mats, format="csr") if len(mats) > 1 else mats[0]
+        features = fit_vectorizers(vecs, X, min_df=self.min_df)
         if self.classifier == "svm":
             base = LinearSVC(C=self.C, random_state=self.random_state)
         else:
@@ -259,18 +281,8 @@ class TfidfStudent(Student):
         return self.model_.classes_
 
     def _files(self) -> dict[str, bytes]:
-        # TfidfVectorizer.vocabulary_ is a dict that skops stores node by node (~400 B per
-        # term): it goes to a plain JSON list instead (term i has column i).
-        word = self.vectorizers_["word"]
-        light = copy.copy(word)
-        del light.vocabulary_
-        terms = sorted(word.vocabulary_, key=word.vocabulary_.__getitem__)
-        files = {
-            MODEL_FILE: dump_skops({"word": light, "model": self.model_}),
-            _VOCAB_FILE: json.dumps(terms, ensure_ascii=False, separators=(",", ":")).encode(
-                "utf-8"
-            ),
-        }
+        light, vocab = pack_word(self.vectorizers_["word"])
+        files = {MODEL_FILE: dump_skops({"word": light, "model": self.model_}), _VOCAB_FILE: vocab}
         if "char" in self.vectorizers_:
             files[_CHAR_FILE] = self.vectorizers_["char"].to_bytes()
         return files
@@ -283,10 +295,7 @@ class TfidfStudent(Student):
                 raise CorruptArtifactError(f"{directory / 'manifest.json'}: does not list {f}")
         obj = load_skops(blobs[MODEL_FILE], allowed=CALIBRATED_TYPES, where=directory / MODEL_FILE)
         try:
-            word = obj["word"]
-            word.vocabulary_ = {
-                t: i for i, t in enumerate(json.loads(blobs[_VOCAB_FILE].decode("utf-8")))
-            }
+            word = unpack_word(obj["word"], blobs[_VOCAB_FILE])
             vecs: dict[str, Any] = {"word": word}
             if self.char_ngrams is not None:
                 params = {

@@ -52,7 +52,14 @@ def norm_name(s: str) -> str:
 
 def match_name(candidate: str, names: Sequence[str]) -> str | None:
     """The one name of ``names`` that ``candidate`` spells (ignoring case, whitespace and
-    punctuation), or None when none or several do: it never guesses."""
-    key = norm_name(candidate)
-    hits = [n for n in names if norm_name(n) == key]
-    return hits[0] if len(hits) == 1 else None
+    punctuation), or None when none or several do: it never guesses. A name spelt exactly, or
+    exactly but for case and whitespace, wins over names that differ from it only in punctuation
+    (``devel::lang:c`` is not ambiguous with ``devel::lang:c++``)."""
+    if candidate in names:
+        return candidate
+    for key_of in (lambda s: " ".join(s.casefold().split()), norm_name):
+        key = key_of(candidate)
+        hits = [n for n in names if key_of(n) == key]
+        if hits:
+            return hits[0] if len(hits) == 1 else None
+    return None

@@ -26,8 +26,9 @@ rendering          :meth:`~TaskConfig.to_json` (the answer object), :meth:`~Task
 students           :attr:`~TaskConfig.students` (families that fit, cheapest first),
                    :meth:`~TaskConfig.targets` (answers → what ``fit`` takes),
                    :meth:`~TaskConfig.score` (a fitted student's answers and confidences),
-                   :meth:`~TaskConfig.strata` (how splits keep proportions) and
-                   :meth:`~TaskConfig.check_training` (is there enough to learn from)
+                   :meth:`~TaskConfig.strata` (how splits keep proportions),
+                   :meth:`~TaskConfig.check_training` (is there enough to learn from) and
+                   :meth:`~TaskConfig.teacher_only` (pieces too rare to learn: left to the teacher)
 =================  ============================================================================
 
 Answers are plain, hashable Python values (a label ``str`` for classify); ``None`` never is one.
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -75,10 +76,12 @@ class TaskConfig(BaseModel):
     mode: Literal["cascade", "shadow"] = "cascade"
     spot_check_rate: float = Field(default=0.02, ge=0, le=1)
     log_text: bool = True
-    bound: Literal["hoeffding_bentkus", "binomial"] = Field(
+    bound: Literal["hoeffding_bentkus", "binomial", "betting"] = Field(
         default="hoeffding_bentkus",
         description="p-values of the threshold tests: Hoeffding-Bentkus (a little more conservative: "
-        "realised test disagreement stays under alpha more often) or the exact binomial",
+        "realised test disagreement stays under alpha more often), the exact binomial (0/1 losses; a "
+        "kind's bounded loss such as loss: f1 is tested with Hoeffding-Bentkus instead) or the "
+        "Waudby-Smith-Ramdas betting test (any loss in [0, 1])",
     )
     calibration_fraction: float = Field(default=0.3, gt=0.05, lt=0.9)
     min_examples_per_label: int = Field(default=5, ge=2)
@@ -91,6 +94,26 @@ class TaskConfig(BaseModel):
         default=0.01, ge=0, le=1,
         description="share of answered requests put in the review queue at random: the unbiased live estimate",
     )
+    monitor_delta: float = Field(
+        default=0.05, gt=0, lt=1,
+        description="probability, over the task's whole life, that the live monitors ever suspend it (or warn) "
+        "while the live risk is in fact <= alpha",
+    )
+    drift_spot_check_rate: float = Field(
+        default=0.2, ge=0, le=1,
+        description="spot-check rate while the drift monitor warns (confidence has moved): more checks, sooner verdict",
+    )
+    drift_boost_s: float = Field(default=900.0, gt=0, description="how long a drift warning raises the spot-check rate")
+    retrain: Literal["manual", "auto"] = Field(
+        default="manual",
+        description="auto: a suspended task is retrained (or recalibrated) by the gateway itself, off the request "
+        "path, each time retrain_min_labels new shadow labels have come in; the gate decides if it goes live",
+    )
+    retrain_min_labels: int = Field(
+        default=400, ge=20,
+        description="fresh labels (newer than any the candidate trains on) needed to retrain; fewer: recalibrate",
+    )
+    retrain_window: int = Field(default=20_000, ge=100, description="most recent labels a candidate trains on")
 
     #: Student families that fit this kind, cheapest first (``auto`` chooses among them).
     students: ClassVar[tuple[str, ...]] = ()
@@ -180,6 +203,16 @@ class TaskConfig(BaseModel):
     def disagreement(self, answer: Any, reference: Any) -> float:
         """Disagreement of ``answer`` with ``reference``, in [0, 1] (0: they agree)."""
 
+    @property
+    def binary_loss(self) -> bool:
+        """Whether :meth:`disagreement` only takes the values 0 and 1 (then the exact binomial applies)."""
+        return True
+
+    def calibration_bound(self) -> str:
+        """The ``bound`` the calibration uses: the configured one, except that the exact binomial is
+        valid only for a 0/1 loss, so a bounded loss is tested with Hoeffding-Bentkus instead."""
+        return "hoeffding_bentkus" if self.bound == "binomial" and not self.binary_loss else self.bound
+
     def disagreements(self, answers: Sequence[Any], references: Sequence[Any]) -> np.ndarray:
         """:meth:`disagreement` of each pair, as a float array."""
         return np.fromiter((self.disagreement(a, r) for a, r in zip(answers, references, strict=True)), float,
@@ -205,6 +238,20 @@ class TaskConfig(BaseModel):
     @abstractmethod
     def score(self, student: Any, texts: Sequence[str]) -> Scores:
         """A fitted student's answer and confidence (on which λ is set) for each text."""
+
+    def teacher_only(self, answers: Sequence[Any]) -> dict[str, str]:
+        """Pieces (:meth:`parts`: labels) with too few examples in ``answers`` to learn, and why.
+
+        Training leaves the examples that have one of them out of the student's training part
+        (the student cannot give such an answer) but keeps them in the calibration split, where
+        any student answer on them counts as an error (:meth:`needs_teacher`): the guarantee
+        then covers live traffic that has them. The default: none.
+        """
+        return {}
+
+    def needs_teacher(self, answer: Any, teacher_only: Collection[str]) -> bool:
+        """Does ``answer`` (a reference) have a piece only the teacher can give?"""
+        return bool(teacher_only) and any(p in teacher_only for p in self.parts(answer))
 
     @abstractmethod
     def check_training(self, task_name: str, answers: Sequence[Any]) -> dict[str, int]:

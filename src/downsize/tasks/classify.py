@@ -121,6 +121,23 @@ class ClassifyTask(TaskConfig):
         classes = student.classes_
         return [str(classes[i]) for i in proba.argmax(axis=1)], proba.max(axis=1)
 
+    def teacher_only(self, answers: Sequence[str]) -> dict[str, str]:
+        """Configured labels with fewer than ``min_examples_per_label`` examples (none counts), or
+        so few that the calibration split would leave fewer than 2 to train on."""
+        counts = Counter(answers)
+        need = self.min_examples_per_label
+        out = {}
+        for lab in self.labels:
+            n = counts[lab]
+            if not n:
+                out[lab] = "no examples"
+            elif n < need:
+                out[lab] = f"{n} example(s), fewer than min_examples_per_label={need}"
+            elif n * (1 - self.calibration_fraction) < 2:
+                out[lab] = (f"{n} example(s): fewer than 2 would be left to train on beside the "
+                            f"calibration split (calibration_fraction={self.calibration_fraction:g})")
+        return out
+
     def check_training(self, task_name: str, answers: Sequence[str]) -> dict[str, int]:
         counts = Counter(answers)
         allowed = list(self.labels)

@@ -34,6 +34,8 @@ class TeacherAnswer:
     error: str | None = None
     http_requests: int = 0
     cache_hits: int = 0
+    reclaimed: int = 0  # calls taken over from a caller that died or ran out of lease: maybe paid twice
+    by_other: bool = False  # the answer another live caller (a concurrent run) paid for and records
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Outcome:
     cached: bool
     http_requests: int
     latency_ms: float = 0.0  # the teacher's time for a fresh call (no queueing); 0 from the cache
+    reclaimed: bool = False  # sent again after another caller's claim expired or was orphaned
+    by_other: bool = False  # from a record another live caller made while this one asked
 
 
 def parse_answer(task: TaskConfig, raw: str, text: str) -> tuple[Any, str | None]:

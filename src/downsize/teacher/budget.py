@@ -1,13 +1,18 @@
-"""A dollar :class:`Budget` shared by concurrent teacher calls."""
+"""A dollar :class:`Budget` shared by concurrent teacher calls, and :class:`SharedBudget`, the same
+limit on what every process using one store spends (the store's ledger)."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import BudgetExceeded
 
-__all__ = ["Budget", "Reservation"]
+if TYPE_CHECKING:
+    from ..store import Store
+
+__all__ = ["Budget", "SharedBudget", "Reservation"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +80,26 @@ class Budget:
                 raise ValueError(f"reservation {reservation.id} was already committed")
             self.reserved_usd = max(0.0, self.reserved_usd - amount)
             self.spent_usd += actual
+
+
+class SharedBudget(Budget):
+    """A :class:`Budget` on what *every* process using ``store`` spends from now on.
+
+    ``downsize label --budget`` in two terminals at once: each run's limit counts what the other
+    spends meanwhile. The in-process checks of :class:`Budget` still apply (they are implied by
+    the shared one); the shared check is made by the store when the call is claimed
+    (:meth:`~downsize.store.Store.claim_call`), atomically with the claim: everything recorded
+    after the newest call at the time this budget was made, plus every live claim's worst-case
+    reservation, plus this call's, must stay within ``limit_usd``.
+    """
+
+    def __init__(self, limit_usd: float, store: Store) -> None:
+        super().__init__(limit_usd)
+        self.store = store
+        self.since_call_id = store.last_call_id()
+
+    def ledger_cap(self, store: Store | None) -> tuple[float, int] | None:
+        """``(limit_usd, since_call_id)`` for claims in ``store`` (None for another store)."""
+        if store is None or store.url != self.store.url:
+            return None
+        return self.limit_usd, self.since_call_id

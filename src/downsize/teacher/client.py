@@ -26,12 +26,11 @@ import httpx
 
 from ..config import TeacherConfig
 from ..errors import AnswerError, TeacherError, TeacherStatusError, TeacherTimeout
-from ..store import TeacherCall
-from ..store import Store
+from ..store import BUSY, RECLAIMED, RECORDED, Store, TeacherCall
 from ..tasks import TaskConfig
 from .answer import Outcome, TeacherAnswer, from_cache, parse_answer
 from .budget import Budget, Reservation
-from .cache import CallCache, request_hash
+from .cache import CallCache, CallInFlight, request_hash
 from .completion import ChatResult, estimate_tokens, read_completion
 from .prompt import FORMAT_STYLES, build_messages, response_format
 from .retry import RETRYABLE_TRANSPORT, RetryPolicy, retry_after_s
@@ -118,7 +117,10 @@ class AsyncTeacher:
         self._sem = asyncio.Semaphore(max_concurrency)
         self._rng = random.Random()
         self._style = FORMAT_STYLES[0]
-        self.cache = CallCache(store)
+        # a claim outlives the longest a call can take (every attempt timing out in each phase,
+        # plus the backoffs) with a margin: only then may another process take it over
+        lease_s = (retry.max_retries + 1) * 3 * timeout + retry.max_retries * retry.backoff_max_s + 60.0
+        self.cache = CallCache(store, lease_s=lease_s)
         self._state = _State.OPEN
         headers = {"Content-Type": "application/json"}
         if self._api_key:
@@ -174,6 +176,7 @@ class AsyncTeacher:
         if self._state is not _State.CLOSED:
             self._state = _State.CLOSED
             await self._client.aclose()
+            self.cache.release_all()  # a claim left by a call cancelled mid-way must not block others
 
     def _check_open(self) -> None:
         if self._state is _State.CLOSED:
@@ -302,14 +305,18 @@ class AsyncTeacher:
         rf = self._format(task)
         return self.cache.prefetch(self.request_hash(build_messages(task, t), rf, self.max_tokens) for t in texts)
 
-    async def ask(self, text: str, *, task_name: str, task: TaskConfig, budget: Budget | None = None) -> TeacherAnswer:
+    async def ask(self, text: str, *, task_name: str, task: TaskConfig, budget: Budget | None = None,
+                  wait: bool = True) -> TeacherAnswer:
         """Ask the teacher for the task's answer for ``text``.
 
         Looks the request up in the store first (a hit costs nothing and makes no HTTP
-        request); otherwise reserves its worst-case cost in ``budget``, calls, parses (the
-        kind's strict :meth:`~downsize.tasks.TaskConfig.parse`) and records the call. An
-        unusable answer is recorded as ``parse_error`` and repaired once; the repair is cached
-        under its own hash.
+        request); otherwise reserves its worst-case cost in ``budget``, claims the request in
+        the store (a request another live caller has claimed is waited for, and then answered
+        from its record: never paid twice), calls, parses (the kind's strict
+        :meth:`~downsize.tasks.TaskConfig.parse`) and records the call. An unusable answer is
+        recorded as ``parse_error`` and repaired once; the repair is cached under its own hash.
+        ``wait=False`` raises :class:`~downsize.teacher.cache.CallInFlight` instead of waiting
+        for another caller's first call.
 
         Raises
         ------
@@ -321,7 +328,7 @@ class AsyncTeacher:
         self._check_open()
         start = time.perf_counter()
         messages = build_messages(task, text)
-        first = await self._answer_call(messages, text, task, task_name, budget)
+        first = await self._answer_call(messages, text, task, task_name, budget, wait=wait)
         outcomes = [first]
         if first.answer is None:
             repair = messages + [
@@ -348,23 +355,46 @@ class AsyncTeacher:
             error=last.error,
             http_requests=sum(o.http_requests for o in outcomes),
             cache_hits=sum(o.cached for o in outcomes),
+            reclaimed=sum(o.reclaimed for o in outcomes),
+            by_other=last.by_other,
         )
 
     async def _answer_call(self, messages: list[dict[str, Any]], text: str, task: TaskConfig, task_name: str,
-                           budget: Budget | None) -> Outcome:
+                           budget: Budget | None, *, wait: bool = True) -> Outcome:
         rejected = 0  # HTTP requests answered "response_format not supported"
+        polls = 0  # waits for another caller's claim
+        other = False  # answered from what another live caller recorded while we asked
         while True:
             style = self._style if self.structured_output else "none"
             rf = self._format(task)
             key = self.request_hash(messages, rf, self.max_tokens)
             row = await self.cache.get(key)
             if row is not None:
-                return from_cache(row, task, text, rejected)
-            reservation = budget.reserve(self.worst_case_cost(messages)) if budget is not None else None
+                out = from_cache(row, task, text, rejected)
+                out.by_other = other
+                return out
+            estimate = self.worst_case_cost(messages)
+            reservation = budget.reserve(estimate) if budget is not None else None
+            try:
+                state = await self.cache.claim(key, reserve_usd=estimate, budget=budget, task=task_name)
+            except BaseException:
+                _settle(budget, reservation, 0.0)
+                raise
+            if state in (RECORDED, BUSY):  # answered from the record, now or once its caller is done
+                _settle(budget, reservation, 0.0)
+                other = True
+                if state == BUSY:
+                    if not wait:
+                        raise CallInFlight(key)
+                    await asyncio.sleep(min(0.5, 0.02 * 2 ** min(polls, 5)))
+                    polls += 1
+                continue
             try:
                 result = await self.chat(messages, response_format=rf, max_tokens=self.max_tokens)
             except BaseException as exc:
-                _settle(budget, reservation, 0.0)  # failed calls are not paid
+                # failed calls are not paid; a cancelled one may have reached the teacher
+                self.cache.release(key, abandoned=not isinstance(exc, Exception))
+                _settle(budget, reservation, 0.0)
                 if rf is not None and isinstance(exc, TeacherStatusError) and _rejects_response_format(exc):
                     rejected += 1
                     self._step_down(style, exc.status)
@@ -384,7 +414,7 @@ class AsyncTeacher:
                 attempts=result.attempts,
             ))
             return Outcome(answer, result.content, error, row, result.input_tokens, result.output_tokens, cost,
-                            False, result.attempts + rejected, result.latency_ms)
+                            False, result.attempts + rejected, result.latency_ms, reclaimed=state == RECLAIMED)
 
     def _step_down(self, style: str, status: int) -> None:
         """The server rejected ``style`` of response_format: use the next one from now on."""

@@ -27,9 +27,12 @@ is unaffected. Using the calibration scores themselves as candidates is equivale
 fixed-sequence testing over an arbitrarily fine fixed grid (the p-value only changes at
 calibration scores), so the guarantee holds for λ̂ itself.
 
-``bound="hoeffding_bentkus"`` uses the Hoeffding–Bentkus p-value of the LTT paper
-(valid for any loss in [0, 1], more conservative here); the binomial is exact for 0/1
-disagreement and is the default.
+Losses need not be 0/1: ``fit(scores, loss=...)`` takes each record's loss in [0, 1] (a
+kind's ``disagreements``, e.g. 1 − F1 of a label set), and the hypotheses become "mean loss of
+the answered requests > α". ``bound="hoeffding_bentkus"`` (the LTT paper's p-value) and
+``bound="betting"`` (Waudby-Smith–Ramdas) are valid for any loss in [0, 1]; the exact binomial
+(the default) only for 0/1 losses, and ``fit`` refuses it for anything else.
+See :mod:`downsize.calibration._bounds`.
 
 Why not MAPIE
 -------------
@@ -56,89 +59,14 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 from sklearn.base import BaseEstimator
 
-from .errors import CalibrationError, NotFittedError
+from ..errors import CalibrationError, NotFittedError
+from ._bounds import BOUNDS as _BOUNDS
+from ._bounds import as_losses, clopper_pearson, min_calibration_size, p_values, risk_upper
+from ._bounds import check_level as _check_level
 
-__all__ = ["ThresholdCalibrator", "clopper_pearson", "min_calibration_size"]
-
-_BOUNDS = ("binomial", "hoeffding_bentkus")
-
-
-def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Two-sided Clopper–Pearson (exact binomial) interval for ``k`` successes in ``n`` trials.
-
-    With no trials (``n = 0``) nothing is known: the interval is ``(0, 1)``.
-
-    Examples
-    --------
-    >>> lo, hi = clopper_pearson(0, 10, 0.95)
-    >>> lo, round(hi, 4)
-    (0.0, 0.3085)
-    >>> clopper_pearson(0, 0)
-    (0.0, 1.0)
-    >>> lo, hi = clopper_pearson(10, 10); round(lo, 4), hi
-    (0.6915, 1.0)
-    """
-    if not (isinstance(n, (int, np.integer)) and isinstance(k, (int, np.integer)) and 0 <= k <= n):
-        raise ValueError(f"clopper_pearson needs integers 0 ≤ k ≤ n, got k={k}, n={n}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n == 0:
-        return 0.0, 1.0
-    tail = (1 - confidence) / 2
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(tail, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - tail, k + 1, n - k))
-    return lo, hi
-
-
-def min_calibration_size(alpha: float, delta: float) -> int:
-    """Smallest n for which answering n points with zero errors passes: ``(1-α)^n ≤ δ``.
-
-    >>> min_calibration_size(0.02, 0.05)
-    149
-    """
-    _check_level(alpha, "alpha")
-    _check_level(delta, "delta")
-    n = math.ceil(math.log(delta) / math.log1p(-alpha))
-    while (1 - alpha) ** n > delta:  # guard against rounding in the logarithms
-        n += 1
-    while n > 1 and (1 - alpha) ** (n - 1) <= delta:
-        n -= 1
-    return n
-
-
-def _check_level(x: Any, name: str) -> None:
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.floating)) or not 0 < x < 1:
-        raise CalibrationError(f"{name} must be a number strictly between 0 and 1, got {x!r}")
-
-
-def _p_values(k: np.ndarray, n: np.ndarray, alpha: float, bound: str) -> np.ndarray:
-    """p-values of H0 "selective risk > alpha" for k errors among n answered points."""
-    binom = stats.binom.cdf(k, n, alpha)
-    if bound == "binomial":
-        return binom
-    # Hoeffding–Bentkus (LTT, Prop. 3): min(exp(-n h1(r̂ ∧ α, α)), e · P(Binom(n, α) ≤ ⌈n r̂⌉))
-    r = np.minimum(k / n, alpha)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h1 = np.where(r > 0, r * np.log(r / alpha), 0.0) + (1 - r) * np.log((1 - r) / (1 - alpha))
-    return np.minimum(np.minimum(np.exp(-n * h1), math.e * binom), 1.0)
-
-
-def _risk_upper(k: int, n: int, delta: float, bound: str) -> float:
-    """One-sided (1-δ) upper confidence bound of the risk: the smallest α the test would pass."""
-    if k >= n:
-        return 1.0
-    if bound == "binomial":
-        return float(stats.beta.ppf(1 - delta, k + 1, n - k))
-    from scipy.optimize import brentq
-
-    def f(a: float) -> float:
-        return float(_p_values(np.array([k]), np.array([n]), a, bound)[0]) - delta
-
-    lo = k / n + 1e-12
-    return float(brentq(f, lo, 1 - 1e-12)) if f(1 - 1e-12) < 0 < f(lo) else 1.0
+__all__ = ["ThresholdCalibrator"]
 
 
 def _pct(x: float) -> str:
@@ -174,8 +102,10 @@ class ThresholdCalibrator(BaseEstimator):
         Largest acceptable selective risk (disagreement rate among answered requests).
     delta : float, default=0.05
         Allowed probability that the calibration sample misleads (1 - confidence).
-    bound : {"binomial", "hoeffding_bentkus"}, default="binomial"
-        p-value of each test: exact binomial tail, or the LTT paper's Hoeffding–Bentkus.
+    bound : {"binomial", "hoeffding_bentkus", "betting"}, default="binomial"
+        p-value of each test: the exact binomial tail (0/1 losses only), the LTT paper's
+        Hoeffding–Bentkus, or the Waudby-Smith–Ramdas betting test (both for any loss in [0, 1];
+        see :mod:`downsize.calibration._bounds`).
     min_answered : int, float or None, default=None
         Thresholds answering fewer calibration points are not tested (the sequence starts
         below them). An int is a count; a float in (0, 1) a share of the calibration set;
@@ -198,14 +128,16 @@ class ThresholdCalibrator(BaseEstimator):
     n_answered_ : int
         Calibration points at or above λ̂.
     errors_answered_ : int
-        Disagreements among them.
+        Answered calibration points with a non-zero loss (disagreements, for a 0/1 loss).
+    loss_answered_ : float
+        Sum of the loss over them (``errors_answered_`` for a 0/1 loss).
     risk_upper_ : float or None
         One-sided ``1 - delta`` upper confidence bound of the selective risk at λ̂ (from the
         same bound as the tests; ≤ alpha by construction).
     start_answered_ : int
         Answered count of the first tested threshold (see ``min_answered``).
     curve_ : list of dict
-        Per candidate λ, most confident first: ``threshold``, ``n_answered``, ``errors``,
+        Per candidate λ, most confident first: ``threshold``, ``n_answered``, ``errors``, ``loss`` (sum),
         ``coverage``, ``risk`` (empirical), ``p_value``, ``tested``, ``rejected``.
     guarantee_ : str
         The guarantee in one plain-English sentence.
@@ -265,15 +197,18 @@ class ThresholdCalibrator(BaseEstimator):
             )
         return start
 
-    def fit(self, scores: Any, correct: Any) -> ThresholdCalibrator:
-        """Calibrate on the student's confidences and whether each answer matched the reference.
+    def fit(self, scores: Any, correct: Any = None, *, loss: Any = None) -> ThresholdCalibrator:
+        """Calibrate on the student's confidences and each answer's loss against the reference.
 
         Parameters
         ----------
         scores : array-like of float, shape (n,)
             The student's confidence on each held-out calibration point.
-        correct : array-like of bool, shape (n,)
-            Whether the student's label agreed with the reference label.
+        correct : array-like of bool, shape (n,), optional
+            Whether the student's answer agreed with the reference (the 0/1 loss ``1 - correct``).
+        loss : array-like of float in [0, 1], shape (n,), optional
+            Each answer's loss against the reference (the task kind's ``disagreements``); give
+            this or ``correct``, not both. ``bound="binomial"`` needs 0/1 losses.
 
         Returns
         -------
@@ -287,20 +222,17 @@ class ThresholdCalibrator(BaseEstimator):
             raise CalibrationError(
                 "scores must be an array of numbers (the student's confidences)"
             ) from None
-        c_raw = np.asarray(correct).ravel()
-        if len(s) != len(c_raw):
-            raise CalibrationError(f"scores has {len(s)} values but correct has {len(c_raw)}")
+        losses = as_losses(correct, loss, len(s))
         if not np.all(np.isfinite(s)):
             bad = int(np.flatnonzero(~np.isfinite(s))[0])
             raise CalibrationError(f"scores[{bad}] is {s[bad]}; scores must be finite")
-        if c_raw.dtype != bool:
-            if not np.isin(c_raw, (0, 1)).all():
-                raise CalibrationError(
-                    "correct must hold booleans (or 0/1): whether each answer matched the reference"
-                )
-        c = c_raw.astype(bool)
         n = len(s)
         start = self._check_params(n)
+        if self.bound == "binomial" and not np.isin(losses, (0.0, 1.0)).all():
+            raise CalibrationError(
+                "bound='binomial' is exact for 0/1 losses only, and this loss takes values between 0 and 1: "
+                "use bound='hoeffding_bentkus' or 'betting' (both valid for any loss in [0, 1])"
+            )
         floor = min_calibration_size(self.alpha, self.delta)
         if n < floor:
             raise CalibrationError(
@@ -310,19 +242,24 @@ class ThresholdCalibrator(BaseEstimator):
             )
 
         order = np.argsort(-s, kind="stable")
-        s_sorted, err_sorted = s[order], ~c[order]
-        cum_err = np.cumsum(err_sorted)
+        s_sorted, loss_sorted = s[order], losses[order]
+        cum_loss = np.cumsum(loss_sorted)
+        cum_err = np.cumsum(loss_sorted > 0)
         # last index of each run of equal scores: candidate λ = that score, answering idx+1 points
         last = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
         lam = s_sorted[last]
         n_ans = last + 1
-        k = cum_err[last]
-        p = _p_values(k, n_ans, self.alpha, self.bound)
+        k = cum_loss[last]
+        tested = n_ans >= min(start, n)
+        first = int(np.argmax(tested))  # candidates are in increasing n_ans: tested is a suffix
+        # every candidate's p-value for the curve (the betting test, costlier, only where tested)
+        lo = first if self.bound == "betting" else 0
+        p = np.ones(len(lam))
+        p[lo:] = p_values(k[lo:], n_ans[lo:], self.alpha, self.bound,
+                          losses_by_rank=loss_sorted, order=order, delta=self.delta)
 
         # fixed-sequence testing: from the first candidate answering ≥ start points, downwards,
         # until the first p-value above delta
-        tested = n_ans >= min(start, n)
-        first = int(np.argmax(tested))  # candidates are in increasing n_ans: tested is a suffix
         fails = np.flatnonzero(p[first:] > self.delta)
         stop = first + int(fails[0]) if len(fails) else len(lam)  # index of the first non-rejection
         tested[stop + 1 :] = False
@@ -336,7 +273,8 @@ class ThresholdCalibrator(BaseEstimator):
             {
                 "threshold": float(lam[i]),
                 "n_answered": int(n_ans[i]),
-                "errors": int(k[i]),
+                "errors": int(cum_err[last[i]]),
+                "loss": float(k[i]),
                 "coverage": float(n_ans[i] / n),
                 "risk": float(k[i] / n_ans[i]),
                 "p_value": float(p[i]),
@@ -349,17 +287,20 @@ class ThresholdCalibrator(BaseEstimator):
             self.threshold_ = None
             self.n_answered_ = 0
             self.errors_answered_ = 0
+            self.loss_answered_ = 0.0
             self.coverage_ = 0.0
             self.coverage_interval_ = (0.0, 0.0)
             self.risk_upper_ = None
         else:
             self.threshold_ = float(lam[chosen])
             self.n_answered_ = int(n_ans[chosen])
-            self.errors_answered_ = int(k[chosen])
+            self.errors_answered_ = int(cum_err[last[chosen]])
+            self.loss_answered_ = float(k[chosen])
             self.coverage_ = self.n_answered_ / n
             self.coverage_interval_ = clopper_pearson(self.n_answered_, n, 1 - self.delta)
-            self.risk_upper_ = _risk_upper(
-                self.errors_answered_, self.n_answered_, self.delta, self.bound
+            answered = np.sort(order[: self.n_answered_])
+            self.risk_upper_ = risk_upper(
+                self.loss_answered_, self.n_answered_, self.delta, self.bound, losses[answered]
             )
         self.guarantee_ = self._sentence()
         return self
@@ -384,7 +325,7 @@ class ThresholdCalibrator(BaseEstimator):
         """Boolean mask: True where the student answers locally (score ≥ ``threshold_``)."""
         if not hasattr(self, "guarantee_"):
             raise NotFittedError(
-                "this ThresholdCalibrator is not fitted yet: call fit(scores, correct) first"
+                "this ThresholdCalibrator is not fitted yet: call fit(scores, correct) or fit(scores, loss=...) first"
             )
         s = np.asarray(scores, dtype=float)
         if self.threshold_ is None:

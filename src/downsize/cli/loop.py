@@ -51,8 +51,13 @@ def label(
       130  interrupted (Ctrl-C); 143 terminated (SIGTERM): stopped after the calls in flight
       2    bad input or config; 1 any other error
     """
-    with _project(config) as p:
-        summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget, keep_going=keep_going)
+    try:
+        with _project(config) as p:
+            summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget, keep_going=keep_going)
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: the calls in flight were abandoned
+        err_console.print("aborted: the labels received so far are kept; run the same command again "
+                          "(only the calls that were in flight may be paid again)")
+        raise typer.Exit(130) from None
     console.print(summary.render())
     code = summary.exit_code
     if summary.stop_message:

@@ -152,7 +152,7 @@ def run(name: str, student: str, alpha: float, delta: float, latency_ms: float, 
                 lat_t = p.teacher_latencies("bench")
                 # teacher answers (cached now) for the resplit check
                 sv = p.store.latest_student("bench")
-                st = load_student_version(sv)
+                st = load_student_version(sv, p.config.home_dir())
                 cal_ids = set(sv.calib_example_ids)
                 cal_ex = [e for e in p.store.labelled_examples("bench") if e.example_id in cal_ids]
 

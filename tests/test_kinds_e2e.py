@@ -82,10 +82,12 @@ def test_extract_label_train_calibrate_predict_eval(extract_project: tuple[Proje
     out = p.predict("addr", d / "gold.jsonl", d / "pred.jsonl", progress=False)
     assert out.rows == 100
     rows = [json.loads(x) for x in (d / "pred.jsonl").read_text().splitlines()]
-    assert len(rows) == 100 and all(isinstance(r["fields"], dict) for r in rows)
+    # the input's gold "fields" column is kept; the prediction is beside it, renamed
+    assert out.renamed.get("fields") == "downsize_fields"
+    assert len(rows) == 100 and all(isinstance(r["downsize_fields"], dict) for r in rows)
     task = p.config.task("addr")
     for r in rows:  # every answer is a valid record of the task, whoever gave it
-        task.normalise(r["fields"])
+        task.normalise(r["downsize_fields"])
     from downsize.evaluation import evaluate_file
 
     res = evaluate_file(p, "addr", d / "gold.jsonl", gold_col="fields", progress=False)

@@ -191,3 +191,228 @@ def test_too_few_trainable_labels_is_still_a_clear_error(tmp_path: Path, reuters
     cfg = _project(tmp_path, replay.base_url, [t for t, _ in pick], [y for _, y in pick])
     with Project.open(cfg) as p, pytest.raises(StudentError, match=r"left to the teacher: 'acq' \(3 example"):
         p.train("news")
+
+
+# -- items 6 and 7: the gateway ------------------------------------------------------------------
+def _chat(text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "downsize/news", "messages": [{"role": "user", "content": text}], **extra}
+
+
+@pytest.fixture(scope="module")
+def gw_replay(gateway_project: Any) -> Iterator[ReplayServer]:
+    with ReplayServer(gateway_project.records) as srv:
+        yield srv
+
+
+def test_strict_request_types_and_content_type(gateway_project: Any, gw_replay: ReplayServer, tmp_path: Path) -> None:
+    import httpx
+
+    from downsize.server import ServerThread, create_app
+    from downsize.store import Store
+
+    cfg = gateway_project.config(tmp_path, gw_replay.base_url)
+    text = gateway_project.confident[3]
+    with Store(cfg.store_url()) as st, ServerThread(create_app(cfg, store=st, auth=False)) as srv:
+        url = f"{srv.base_url}/chat/completions"
+        for field, value, expect in (("stream", "yes", "stream: Input should be a valid boolean (got the string \"yes\")"),
+                                     ("temperature", "hot", "temperature: Input should be a valid number"),
+                                     ("max_tokens", "5", "max_tokens: Input should be a valid integer"),
+                                     ("temperature", True, "temperature: Input should be a valid number"),
+                                     ("stream_options", {"include_usage": "no"}, "stream_options.include_usage")):
+            r = httpx.post(url, json=_chat(text, **{field: value}))
+            assert r.status_code == 400, (field, value, r.status_code, r.text[:200])  # before: 200
+            assert r.json()["error"]["param"].startswith(field) and expect in r.json()["error"]["message"], r.text
+        ok = httpx.post(url, json=_chat(text, temperature=0, top_p=1.0, stream=False, seed=7))
+        assert ok.status_code == 200 and ok.headers["x-downsize-answered-by"] == "student"
+        body = httpx.Request("POST", url, json=_chat(text)).content
+        for ctype in ("text/plain", "application/x-www-form-urlencoded"):
+            r = httpx.post(url, content=body, headers={"content-type": ctype})
+            assert r.status_code == 415 and "application/json" in r.json()["error"]["message"], r.text
+            r = httpx.post(f"{srv.url}/v1/tasks/news/predict", content=b'{"inputs": ["x"]}',
+                           headers={"content-type": ctype})
+            assert r.status_code == 415, r.text
+        assert httpx.post(url, content=body, headers={"content-type": "application/json; charset=utf-8"}
+                          ).status_code == 200
+        assert httpx.post(url, content=body).status_code == 200  # no Content-Type at all: accepted
+
+
+def test_refused_requests_are_audited_and_counted(gateway_project: Any, gw_replay: ReplayServer,
+                                                  tmp_path: Path) -> None:
+    import httpx
+    from sqlalchemy import select
+
+    from downsize.report import build_report
+    from downsize.server import ServerThread, create_app
+    from downsize.server.keys import create_key
+    from downsize.store import RequestLog, Store
+
+    cfg = gateway_project.config(tmp_path, gw_replay.base_url, server={"max_body_bytes": 4096})
+    text = gateway_project.confident[5]
+    with Store(cfg.store_url()) as st:
+        key = create_key(st, "t").secret
+        auth = {"authorization": f"Bearer {key}"}
+        with ServerThread(create_app(cfg, store=st, rate_limit_per_minute=6)) as srv:
+            url = f"{srv.base_url}/chat/completions"
+            got = [httpx.post(url, json=_chat(text)).status_code,  # no key
+                   httpx.post(url, json=_chat(text), headers={"authorization": "Bearer nope"}).status_code,
+                   httpx.post(url, content=b"{not json", headers=auth).status_code,
+                   httpx.post(url, json=_chat("x" * 5000), headers=auth).status_code,
+                   httpx.post(url, json=_chat(text, model="downsize/nosuch"), headers=auth).status_code,
+                   httpx.post(url, json=_chat(text), headers=auth).status_code]
+            got += [httpx.post(url, json=_chat(text), headers=auth).status_code for _ in range(4)]
+            metrics = httpx.get(f"{srv.url}/metrics").text
+        assert got[:6] == [401, 401, 400, 413, 404, 200] and 429 in got[6:], got
+        with st.session() as s:
+            rows = list(s.scalars(select(RequestLog).where(RequestLog.answered_by == "error")))
+        by_status = Counter(r.status_code for r in rows)
+        assert by_status[401] == 2 and by_status[400] == 1 and by_status[413] == 1 and by_status[404] == 1
+        assert by_status[429] == got.count(429)  # before: only the 404 had a row (counted as pass-through)
+        for r in rows:
+            assert r.reason and r.task is None, (r.status_code, r.reason)
+        assert any("invalid or revoked API key" in r.reason for r in rows if r.status_code == 401)
+        assert any("max_body_bytes" in r.reason for r in rows if r.status_code == 413)
+        assert [r.model for r in rows if r.status_code == 404] == ["downsize/nosuch"]
+        assert {r.client_key_id for r in rows if r.status_code == 429} != {None}
+        assert 'downsize_rejected_requests_total{reason="request_too_large",status="413"} 1.0' in metrics
+        assert 'downsize_rejected_requests_total{reason="invalid_api_key",status="401"} 2.0' in metrics
+        report = build_report(st, cfg)
+    assert report["passthrough"] is None and report["totals"]["passthrough_requests"] == 0  # before: 1 (the 404)
+    assert report["rejected"]["requests"] == len(rows)  # none of them named a configured task
+    assert {"model": "downsize/nosuch", "requests": 1} in report["rejected"]["models"]
+
+
+def test_healthz_is_degraded_with_the_reason_when_a_task_lost_its_student(
+        gateway_project: Any, gw_replay: ReplayServer, tmp_path: Path) -> None:
+    import httpx
+    from sqlalchemy import select
+
+    from downsize.server import ServerThread, create_app
+    from downsize.store import StudentVersion, Store
+    from downsize.training import student_dir
+
+    cfg = gateway_project.config(tmp_path, gw_replay.base_url)
+    with Store(cfg.store_url()) as st:
+        with ServerThread(create_app(cfg, store=st, auth=False)) as srv:
+            h = httpx.get(f"{srv.url}/healthz").json()
+        task = h["tasks"]["news"]
+        assert h["status"] == "ok" and h["reasons"] == [] and task["status"] == "ok"
+        assert task["mode"] == "cascade" and "threshold" in task["reason"] and "shadow" not in task["reason"]
+        with st.session() as s:
+            sv = s.scalars(select(StudentVersion)).one()
+            copy = tmp_path / "student-copy"
+            shutil.copytree(student_dir(sv, cfg.home_dir()), copy)
+            sv.path = str(copy)
+        (copy / "manifest.json").write_text((copy / "manifest.json").read_text() + " ")
+        with ServerThread(create_app(cfg, store=st, auth=False)) as srv:
+            r = httpx.get(f"{srv.url}/healthz")
+    h = r.json()
+    assert r.status_code == 200 and h["status"] == "degraded", h  # before: "ok"
+    task = h["tasks"]["news"]
+    assert task["status"] == "degraded" and "checksum" in task["status_reason"] and task["mode"] == "shadow"
+    assert any("'news'" in why and "without its student" in why for why in h["reasons"])
+    assert "could not be loaded" in task["reason"]
+
+
+def test_a_shadow_task_says_why_and_what_waits(gateway_project: Any, gw_replay: ReplayServer, tmp_path: Path) -> None:
+    import httpx
+
+    from downsize.server import ServerThread, create_app
+    from downsize.store import Store
+
+    cfg = gateway_project.config(tmp_path, gw_replay.base_url, task={"mode": "shadow"})
+    with Store(cfg.store_url()) as st, ServerThread(create_app(cfg, store=st, auth=False)) as srv:
+        h = httpx.get(f"{srv.url}/healthz").json()
+    task = h["tasks"]["news"]
+    assert h["status"] == "ok" and task["status"] == "ok" and task["mode"] == "shadow"
+    assert task["reason"] == "mode: shadow in the config; calibrated tfidf student v1 waiting"
+
+
+def test_an_answer_error_is_the_clients_fault() -> None:
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+
+    from downsize.errors import AnswerError
+    from downsize.server._errors import install_handlers
+
+    api = FastAPI()
+    install_handlers(api)
+
+    @api.post("/x")
+    async def x() -> None:
+        raise AnswerError("'sports' is not one of the labels")
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://t") as c:
+            return await c.post("/x")
+
+    r = asyncio.run(go())
+    assert r.status_code == 400 and r.json()["error"]["code"] == "AnswerError"  # before: 500
+
+
+# -- item 7: predict keeps the input's columns; calibrate --dry-run and --force ------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, reuters: tuple[list[str], list[str]],
+            replay: ReplayServer) -> Path:
+    texts, labels = reuters
+    cfg = _project(tmp_path_factory.mktemp("trained"), replay.base_url, texts[:1500], labels[:1500])
+    with Project.open(cfg) as p:
+        p.train("news")
+        run, _ = p.calibrate("news")
+    assert run.threshold is not None
+    return cfg
+
+
+def test_predict_keeps_the_input_columns_and_never_overwrites_a_label(
+        trained: Path, reuters: tuple[list[str], list[str]]) -> None:
+    texts, labels = reuters
+    d = trained.parent
+    src = _write(d / "in.csv", ["id", "text", "label", "row"],
+                 [[f"id-{i}", t, y, "mine"] for i, (t, y) in enumerate(zip(texts[1500:1540], labels[1500:1540]))])
+    r = runner.invoke(app, ["predict", "news", str(src), "-o", str(d / "out.csv"), "--config", str(trained)],
+                      env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    assert "label → downsize_label" in r.output and "row → downsize_row" in r.output
+    rows = list(csv.DictReader(open(d / "out.csv", encoding="utf-8")))
+    assert list(rows[0])[:4] == ["id", "text", "label", "row"]  # before: row, text, label, ... (no id)
+    assert [x["id"] for x in rows] == [f"id-{i}" for i in range(40)]
+    assert [x["label"] for x in rows] == labels[1500:1540]  # the input's label, not the prediction
+    assert [x["row"] for x in rows] == ["mine"] * 40
+    assert all(x["downsize_label"] in LABELS and x["answered_by"] for x in rows)
+    assert [int(x["downsize_row"]) for x in rows] == list(range(2, 42))
+    r = runner.invoke(app, ["predict", "news", str(src), "-o", str(d / "few.jsonl"), "--keep-cols", "id",
+                            "--config", str(trained)])
+    assert r.exit_code == 0, r.output
+    import json
+
+    first = json.loads((d / "few.jsonl").read_text().splitlines()[0])
+    assert list(first)[:4] == ["id", "row", "text", "label"] and first["id"] == "id-0" and first["row"] == 2
+    r = runner.invoke(app, ["predict", "news", str(src), "-o", str(d / "x.csv"), "--keep-cols", "id,nope",
+                            "--config", str(trained)])
+    assert r.exit_code == 2 and "nope" in r.output and "Traceback" not in r.output
+    assert "downsize_<name>" in " ".join(runner.invoke(app, ["predict", "--help"], env={"COLUMNS": "250"}).output.split())
+
+
+def test_calibrate_dry_run_saves_nothing_and_a_failed_calibration_keeps_the_working_one(trained: Path) -> None:
+    from downsize.store import CalibrationRun
+
+    def runs() -> list[Any]:
+        with Project.open(trained) as p, p.store.session() as s:
+            return list(s.query(CalibrationRun).order_by(CalibrationRun.id))
+
+    before = runs()
+    working = before[-1]
+    r = runner.invoke(app, ["calibrate", "news", "--alpha", "0.1", "--dry-run", "--config", str(trained)],
+                      env={"COLUMNS": "250"})
+    assert r.exit_code == 0 and "dry run, nothing saved" in r.output and "threshold λ" in r.output, r.output
+    assert len(runs()) == len(before)  # before: there was no --dry-run
+    r = runner.invoke(app, ["calibrate", "news", "--alpha", "0.008", "--config", str(trained)])
+    assert r.exit_code != 0 and "kept the current calibration" in r.output and "--force" in r.output, r.output
+    assert len(runs()) == len(before)  # before: saved, and the task went to the teacher at once
+    with Project.open(trained) as p:
+        assert p.cascade("news").threshold == working.threshold
+    r = runner.invoke(app, ["calibrate", "news", "--alpha", "0.008", "--force", "--config", str(trained)])
+    assert r.exit_code == 0 and "none qualifies" in r.output, r.output
+    with Project.open(trained) as p:
+        assert p.cascade("news").threshold is None

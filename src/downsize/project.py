@@ -26,7 +26,7 @@ from .calibration import ThresholdCalibrator
 from .cascade import AnsweredBy, Cascade, Decision, Policy
 from .config import Config, load_config
 from .data import decode_answers, label_file, read_texts, write_rows
-from .errors import NotCalibratedError, StudentError
+from .errors import DataError, NotCalibratedError, StudentError
 from .store import CalibrationRun, Store, StudentVersion, TeacherCall
 from .teacher import AsyncTeacher, SharedBudget, build_messages
 from .lifecycle import live as live_version
@@ -60,6 +60,9 @@ class PredictSummary:
     student_version: int
     output: str | None = None
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    #: The input's columns copied into the output, and prediction columns renamed to stay clear of them.
+    columns_kept: list[str] = field(default_factory=list)
+    renamed: dict[str, str] = field(default_factory=dict)
 
 
 class Project:
@@ -101,6 +104,14 @@ class Project:
         return label_file(self.config, task, path, text_col=text_col, limit=limit,
                           budget_usd=budget_usd, store=self.store, progress=progress, keep_going=keep_going)
 
+    def synth(self, task: str, per_label: int, *, budget_usd: float | None = None, progress: bool = True,
+              max_rounds: int = 3, near_duplicate: float = 0.8) -> Any:
+        """Have the teacher write verified examples per label (``downsize synth``; cached, budgeted, resumable)."""
+        from .data.synth import synth_task
+
+        return synth_task(self.config, task, per_label, budget_usd=budget_usd, store=self.store, progress=progress,
+                          max_rounds=max_rounds, near_duplicate=near_duplicate)
+
     def add_gold(self, task: str, path: str | os.PathLike[str], *, text_col: str | None = None,
                  label_col: str = "label", source: str = "gold") -> int:
         """Import human or gold labels from a file (they override teacher labels)."""
@@ -113,9 +124,10 @@ class Project:
     def train(self, task: str, *, kind: str | None = None, seed: int = 0) -> TrainResult:
         return train_task(self.store, self.config, task, kind=kind, seed=seed)
 
-    def calibrate(self, task: str, *, alpha: float | None = None, delta: float | None = None
-                  ) -> tuple[CalibrationRun, ThresholdCalibrator]:
-        return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta)
+    def calibrate(self, task: str, *, alpha: float | None = None, delta: float | None = None,
+                  save: bool = True, force: bool = False) -> tuple[CalibrationRun, ThresholdCalibrator]:
+        """See :func:`~downsize.training.calibrate_task` (``save=False``: a dry run)."""
+        return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta, save=save, force=force)
 
     # -- the task's life after calibration (downsize.lifecycle) ------------------------------
     def retrain(self, task: str, *, recalibrate: bool | None = None, promote: bool = True,
@@ -186,8 +198,10 @@ class Project:
                 if require_calibration:
                     raise
                 load_error = str(exc)
-        shadow = ("mode: shadow in the config" if t.mode == "shadow" else
-                  f"the student could not be loaded ({load_error})" if load_error else
+        waiting = (f"; calibrated {sv.kind} student v{sv.version} waiting" if sv is not None and run is not None
+                   else f"; {missing}" if missing else "")
+        shadow = (f"the student could not be loaded ({load_error})" if load_error else
+                  f"mode: shadow in the config{waiting}" if t.mode == "shadow" else
                   f"no calibrated student ({missing})" if missing else
                   f"suspended: {now.reason}" if now.suspended else None)
         return Cascade(t, task_name=task, student=student, teacher=teacher,
@@ -257,21 +271,43 @@ class Project:
 
     def predict(self, task: str, path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
                 *, text_col: str | None = None, limit: int | None = None, budget_usd: float | None = None,
-                progress: bool = True) -> PredictSummary:
-        """Run the cascade over a file; write label, confidence, answered_by, latency and cost per row."""
+                progress: bool = True, keep_cols: Sequence[str] | None = None) -> PredictSummary:
+        """Run the cascade over a file; write the input's columns (``keep_cols``; None: all of them),
+        then per row: row, text, the answer (the kind's :attr:`~downsize.tasks.TaskConfig.answer_key`),
+        confidence, answered_by, latency_ms, cost_usd and reason. A prediction column whose name an
+        input column kept already has is written as ``downsize_<name>`` (an input ``label`` is never
+        overwritten); ``text`` is left out when the input's text column is kept.
+
+        Raises
+        ------
+        DataError
+            ``keep_cols`` names a column the file does not have.
+        """
         t = self.config.task(task)
-        data = read_texts(path, text_col or t.text_field, limit=limit)
+        col = text_col or t.text_field
+        data = read_texts(path, col, limit=limit, keep_records=True)
+        keep = list(data.columns) if keep_cols is None else list(dict.fromkeys(keep_cols))
+        missing = [c for c in keep if c not in data.columns]
+        if missing:
+            raise DataError(f"{path}: --keep-cols names column(s) {missing} that the file does not have; it has: "
+                            f"{', '.join(data.columns)}")
         decisions, cas, tokens = self._run_cascade(task, data.texts, channel="batch", budget_usd=budget_usd,
                                                    progress=progress)
+        names = [n for n in ("row", "text", t.answer_key, "confidence", "answered_by", "latency_ms", "cost_usd",
+                             "reason") if not (n == "text" and col in keep)]
+        renamed = {n: f"downsize_{n}" for n in names if n in keep}
         if output is not None:
             write_rows(output, [
-                {"row": r, "text": x, t.answer_key: t.answer_value(d.answer),
-                 "confidence": None if d.confidence is None else round(d.confidence, 6),
-                 "answered_by": d.answered_by.value, "latency_ms": round(d.latency_ms, 3),
-                 "cost_usd": d.teacher_cost_usd, "reason": d.reason}
-                for r, x, d in zip(data.rows, data.texts, decisions)
+                {**{c: rec.get(c) for c in keep}, **{renamed.get(n, n): v for n, v in {
+                    "row": r, "text": x, t.answer_key: t.answer_value(d.answer),
+                    "confidence": None if d.confidence is None else round(d.confidence, 6),
+                    "answered_by": d.answered_by.value, "latency_ms": round(d.latency_ms, 3),
+                    "cost_usd": d.teacher_cost_usd, "reason": d.reason}.items() if n in names}}
+                for r, x, d, rec in zip(data.rows, data.texts, decisions, data.records or [])
             ])
-        return self._summary(task, decisions, cas, tokens, output, data.skipped)
+        summary = self._summary(task, decisions, cas, tokens, output, data.skipped)
+        summary.columns_kept, summary.renamed = keep, renamed
+        return summary
 
     def _summary(self, task: str, decisions: list[Decision], cas: Cascade, tokens: tuple[float, float],
                  output: Any, skipped: list[tuple[int, str]]) -> PredictSummary:

@@ -51,8 +51,13 @@ def label(
       130  interrupted (Ctrl-C); 143 terminated (SIGTERM): stopped after the calls in flight
       2    bad input or config; 1 any other error
     """
-    with _project(config) as p:
-        summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget, keep_going=keep_going)
+    try:
+        with _project(config) as p:
+            summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget, keep_going=keep_going)
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: the calls in flight were abandoned
+        err_console.print("aborted: the labels received so far are kept; run the same command again "
+                          "(only the calls that were in flight may be paid again)")
+        raise typer.Exit(130) from None
     console.print(summary.render())
     code = summary.exit_code
     if summary.stop_message:
@@ -105,10 +110,12 @@ def train(
         t.add_row("teacher-only labels", f"{len(r.teacher_only)}: {why}; the student never gives them, the "
                   f"teacher answers them ({r.teacher_only_rows:,} labelled rows; lower min_examples_per_label "
                   "or label more to train on them)")
-    t.add_row("held-out agreement with labels", f"{r.holdout_agreement:.1%}")
+    t.add_row("held-out agreement with labels", "–" if r.n_calib == 0 else f"{r.holdout_agreement:.1%}")
     t.add_row("choice", r.selection_reason)
     t.add_row("saved to", r.path)
     console.print(t)
+    for note in r.notes:
+        err_console.print(f"note: {note}", highlight=False)
     console.print(f"next: [bold]downsize calibrate {task}[/]")
 
 
@@ -118,16 +125,21 @@ def calibrate(
     task: Annotated[str, typer.Argument()],
     alpha: Annotated[float | None, typer.Option(help="Max disagreement rate on answered requests.")] = None,
     delta: Annotated[float | None, typer.Option(help="The guarantee holds with probability 1-delta.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be certified; save nothing.")] = False,
+    force: Annotated[bool, typer.Option(help="Save even a calibration that qualifies no threshold over one "
+                                        "that has a threshold (every request then goes to the teacher).")] = False,
     config: ConfigOpt = Path("downsize.yaml"),
 ) -> None:
     """Pick the confidence threshold with a finite-sample guarantee (Learn-then-Test)."""
     with _project(config) as p:
-        run, cal = p.calibrate(task, alpha=alpha, delta=delta)
-    t = Table(title=f"{task}: calibration (student v{run.details.get('student_version')})", show_header=False)
+        run, cal = p.calibrate(task, alpha=alpha, delta=delta, save=not dry_run, force=force)
+    dry = " — dry run, nothing saved" if dry_run else ""
+    t = Table(title=f"{task}: calibration (student v{run.details.get('student_version')}){dry}", show_header=False)
     t.add_row("target", f"disagreement ≤ {run.alpha:.1%} with probability ≥ {1 - run.delta:.0%}")
     t.add_row("relative to", f"{run.reference} labels on {run.n_calib:,} held-out rows")
     if run.threshold is None:
-        t.add_row("threshold", "[red]none qualifies[/]: every request stays on the teacher")
+        t.add_row("threshold", "[red]none qualifies[/]: every request " + ("would stay" if dry_run else "stays")
+                  + " on the teacher")
     else:
         t.add_row("threshold λ", f"{run.threshold:.4f}")
         t.add_row("answered locally", f"{run.coverage:.1%} (interval {run.coverage_lo:.1%}–{run.coverage_hi:.1%})")
@@ -148,11 +160,19 @@ def predict(
     text_col: Annotated[str | None, typer.Option()] = None,
     limit: Annotated[int | None, typer.Option()] = None,
     budget: Annotated[float | None, typer.Option(help="Dollar cap on teacher calls for escalations.")] = None,
+    keep_cols: Annotated[str, typer.Option(
+        help="Input columns to copy into the output: 'all' (default), 'none', or a comma-separated list. "
+        "The prediction goes into new columns after them (row, text, the answer e.g. label, confidence, "
+        "answered_by, latency_ms, cost_usd, reason); one whose name an input column kept already has "
+        "is written as downsize_<name> (an input label column is never overwritten), and text is left "
+        "out when the input's text column is kept.")] = "all",
     config: ConfigOpt = Path("downsize.yaml"),
 ) -> None:
     """Answer a file through the cascade: student when it may, teacher otherwise."""
+    cols = None if keep_cols.strip().lower() == "all" else [] if keep_cols.strip().lower() == "none" else \
+        [c.strip() for c in keep_cols.split(",") if c.strip()]
     with _project(config) as p:
-        s = p.predict(task, data, output, text_col=text_col, limit=limit, budget_usd=budget)
+        s = p.predict(task, data, output, text_col=text_col, limit=limit, budget_usd=budget, keep_cols=cols)
     t = Table(title=f"{task}: {s.rows:,} rows → {s.output}")
     t.add_column("")
     t.add_column("cascade", justify="right")
@@ -163,6 +183,9 @@ def predict(
     t.add_row("latency p50 ms", _fmt(s.latency_p50_ms, ".2f"), _fmt(s.teacher_only_latency_p50_ms, ".1f"))
     t.add_row("latency p95 ms", _fmt(s.latency_p95_ms, ".2f"), _fmt(s.teacher_only_latency_p95_ms, ".1f"))
     console.print(t)
+    if s.renamed:
+        console.print("prediction columns renamed beside the input's: "
+                      + ", ".join(f"{a} → {b}" for a, b in s.renamed.items()), highlight=False)
     console.print(f"answered by: {s.answered_by}; student agrees with the teacher on "
                   f"{_fmt(None if s.escalated_agreement is None else 100 * s.escalated_agreement, '.1f', '%')} of escalated rows")
 

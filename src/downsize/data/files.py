@@ -39,6 +39,11 @@ class TextData:
         structured answer (a JSONL or Parquet list or object; an empty list is an answer too).
     skipped : list of (row, reason)
         Rows that were not used, and why.
+    columns : list of str
+        The file's columns, in its order.
+    records : list of dict or None
+        With ``keep_records``: each used row's whole record (every column), for outputs that
+        carry the input's columns along (``predict``).
     """
 
     path: Path
@@ -46,6 +51,8 @@ class TextData:
     rows: list[int]
     labels: list[str] | None = None
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    records: list[dict[str, object]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -159,6 +166,7 @@ def read_texts(
     label_col: str | None = None,
     limit: int | None = None,
     encoding: str = "utf-8",
+    keep_records: bool = False,
 ) -> TextData:
     """Read the text column (and optionally a label column) of a data file.
 
@@ -175,7 +183,8 @@ def read_texts(
                 f"{path}: no column {col!r}; the file has: {', '.join(map(str, header)) or '(none)'}. "
                 f"Pass the right name with --text-col / --label-col"
             )
-    data = TextData(path=path, texts=[], rows=[], labels=[] if label_col else None)
+    data = TextData(path=path, texts=[], rows=[], labels=[] if label_col else None, columns=list(map(str, header)),
+                    records=[] if keep_records else None)
     for row, rec in records:
         if limit is not None and len(data.texts) >= limit:
             break
@@ -197,6 +206,8 @@ def read_texts(
                 data.labels.append(str(lab).strip())  # type: ignore[union-attr]
         data.texts.append(str(text))
         data.rows.append(row)
+        if data.records is not None:
+            data.records.append(rec)
     return data
 
 

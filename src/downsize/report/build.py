@@ -68,7 +68,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select, true
 
 from .advice import advise
-from .compute import _clean, _passthrough, _task_report, _totals
+from .compute import _clean, _passthrough, _rejected, _task_report, _totals
 from .render.html import render_html
 from .stats import (
     _ROW_COLS,
@@ -218,7 +218,9 @@ def build_report(
     for name, tr in task_reports.items():
         tr["review"] = review_summary(store, config, name, start=start, end=end)
         tr["lifecycle"] = _lifecycle(store, name)
-    passthrough = _passthrough(by_task.get(None, [])) if tasks is None else None
+    no_task = by_task.get(None, [])  # pass-through traffic, and requests refused before any task
+    passthrough = _passthrough([r for r in no_task if r.answered_by == "passthrough"]) if tasks is None else None
+    rejected = _rejected([r for r in no_task if r.answered_by != "passthrough"]) if tasks is None else None
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA,
         "generated_at": _iso(utcnow()),
@@ -235,7 +237,8 @@ def build_report(
         "empty": not rows and not spots,
         "tasks": task_reports,
         "passthrough": passthrough,
-        "totals": _totals(task_reports, passthrough),
+        "rejected": rejected,
+        "totals": _totals(task_reports, passthrough, rejected),
         "assumptions": {
             "cpu_watts_per_core": config.energy.cpu_watts_per_core,
             "teacher_wh_per_1k_tokens": {n: teacher_wh_per_1k_tokens(config, n) for n in names},

@@ -351,7 +351,22 @@ def _passthrough(rows: list[Any]) -> dict[str, Any] | None:
     }
 
 
-def _totals(tasks: dict[str, dict[str, Any]], passthrough: dict[str, Any] | None) -> dict[str, Any]:
+def _rejected(rows: list[Any]) -> dict[str, Any] | None:
+    """Gateway requests that reached no task and were not passed through: refused (401, 413, 429,
+    a bad body) or naming no configured task (a 404 for ``downsize/<unknown>``). Errors, not traffic."""
+    if not rows:
+        return None
+    models = Counter(r.model for r in rows)
+    return {
+        "requests": len(rows),
+        "by_status": {str(k): v for k, v in sorted(Counter(r.status_code for r in rows).items())},
+        "models": [{"model": m, "requests": c} for m, c in models.most_common(10)],
+        "other_models": max(0, len(models) - 10),
+    }
+
+
+def _totals(tasks: dict[str, dict[str, Any]], passthrough: dict[str, Any] | None,
+            rejected: dict[str, Any] | None = None) -> dict[str, Any]:
     t = list(tasks.values())
     n = sum(x["requests"] for x in t)
     answered = sum(x["answered"] for x in t)
@@ -379,4 +394,5 @@ def _totals(tasks: dict[str, dict[str, Any]], passthrough: dict[str, Any] | None
         },
         "energy_saved_pct": None if not e_only else (e_only - e_cas) / e_only,
         "passthrough_requests": passthrough["requests"] if passthrough else 0,
+        "rejected_requests": rejected["requests"] if rejected else 0,
     }

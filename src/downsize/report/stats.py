@@ -54,6 +54,7 @@ _ROW_COLS = (
     RequestLog.latency_ms,
     RequestLog.teacher_latency_ms,
     RequestLog.student_cpu_ms,
+    RequestLog.status_code,
 )
 
 

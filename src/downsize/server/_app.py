@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -67,7 +68,12 @@ def create_app(config: Config, *, store: Store | None = None, auth: bool = True,
     )
     app.state.gateway = None
     install_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_body_bytes)
+    def rejected(scope: dict[str, Any], status: int, message: str, code: str) -> None:
+        gw = app.state.gateway
+        if gw is not None and str(scope.get("path", "")).startswith("/v1/"):
+            gw.record_rejected(status=status, message=message, code=code, path=scope["path"], body=None)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.server.max_body_bytes, on_reject=rejected)
     for r in (chat.router, tasks.router, models.router, ops.router, review.router):
         app.include_router(r)
     return app

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._errors import ApiError
 
-__all__ = ["parse_json", "validate", "check_text", "dumps"]
+__all__ = ["parse_json", "validate", "check_text", "check_content_type", "dumps"]
 
 M = TypeVar("M", bound=BaseModel)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -80,14 +80,45 @@ def validate(model: type[M], obj: Any) -> M:
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
+        errors = exc.errors(include_url=False, include_input=True)
         first = errors[0] if errors else {"loc": (), "msg": "invalid"}
         param = ".".join(str(p) for p in first["loc"]) or None
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ApiError(400, f"{param or 'body'}: {first['msg']}{more}", param=param,
+        got = _got(first)
+        raise ApiError(400, f"{param or 'body'}: {first['msg']}{got}{more}", param=param,
                        code="invalid_request") from None
     except RecursionError:
         raise ApiError(400, "the request body nests too deeply", code="invalid_request") from None
+
+
+def _got(error: dict[str, Any]) -> str:
+    """`` (got the string 'yes')`` for a value of the wrong type (not for missing fields or objects)."""
+    if not str(error.get("type", "")).endswith("_type") or "input" not in error:
+        return ""
+    value = error["input"]
+    if isinstance(value, (dict, list)):
+        return f" (got a JSON {'object' if isinstance(value, dict) else 'array'})"
+    names = {str: "string", bool: "boolean", int: "integer", float: "number", type(None): "null"}
+    shown = json.dumps(value, ensure_ascii=False)
+    return f" (got the {names.get(type(value), type(value).__name__)} {shown[:40]}{'...' if len(shown) > 40 else ''})"
+
+
+def check_content_type(value: str | None) -> None:
+    """A request body must be JSON: a ``Content-Type`` that says otherwise is a 415 (none at all is
+    accepted, as curl and some SDKs send none).
+
+    Raises
+    ------
+    ApiError
+        415 naming the type that was sent.
+    """
+    if value is None or not value.strip():
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise ApiError(415, f"Content-Type {media!r} is not supported: send the body as JSON with "
+                   "'Content-Type: application/json'", param="Content-Type", code="unsupported_media_type")
 
 
 def check_text(text: str | None, *, param: str) -> str:

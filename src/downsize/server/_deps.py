@@ -57,6 +57,7 @@ async def authenticate(request: Request) -> Client:
         client = Client(key_id, key_id, gw)
     else:
         client = Client(None, request.client.host if request.client else "anonymous", gw)
+    request.state.key_id = client.key_id  # for the audit row of a refused request
     wait = gw.limiter.take(client.bucket)
     if wait:
         raise ApiError(429, f"rate limit of {gw.limiter.per_minute} requests per minute exceeded for "

@@ -21,6 +21,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
+    AnswerError,
     BudgetExceeded,
     CalibrationError,
     ConfigError,
@@ -57,6 +58,8 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        #: Set once a route wrote the request's audit row (else the handler writes a generic one).
+        self.audited = False
 
 
 def error_response(status: int, message: str, *, type: str | None = None, param: str | None = None,
@@ -109,7 +112,9 @@ def _redactor(request: Request) -> Callable[[str], str]:
 def _downsize_status(exc: DownsizeError) -> int:
     if isinstance(exc, TeacherError):
         return teacher_error(exc, teacher="?").status
-    for cls, status in ((ConfigError, 400), (DataError, 400), (BudgetExceeded, 402),
+    # an answer that does not fit the task reaches here only from a client's input (a review, a
+    # label): the client can fix it. (Teacher answers that do not fit are TeacherResponseError.)
+    for cls, status in ((ConfigError, 400), (DataError, 400), (AnswerError, 400), (BudgetExceeded, 402),
                         (CalibrationError, 409), (StoreError, 503)):
         if isinstance(exc, cls):
             return status
@@ -127,11 +132,27 @@ def _validation_message(errors: list[Any]) -> tuple[str, str | None]:
     return (f"{param}: {msg}{more}" if param else f"{msg}{more}"), param
 
 
+async def _audit_rejected(request: Request, status: int, message: str, code: str | None) -> None:
+    """An audit row (and a counted metric) for an API request refused before any route recorded it
+    (401, 429, 404 of a route or task...). Requests outside ``/v1`` (probes, the review page) are not."""
+    gw = getattr(request.app.state, "gateway", None)
+    if gw is None or not request.url.path.startswith("/v1/"):
+        return
+    try:
+        body: bytes | None = await request.body()
+    except Exception:  # the client left, or the body was already streamed away
+        body = None
+    gw.record_rejected(status=status, message=message, code=code, path=request.url.path, body=body,
+                       key_id=getattr(request.state, "key_id", None))
+
+
 def install_handlers(app: FastAPI) -> None:
     """Map every exception to an OpenAI-style error body (see the module docstring)."""
 
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> Response:
+        if not exc.audited:
+            await _audit_rejected(request, exc.status, exc.message, exc.code)
         return error_response(exc.status, _redactor(request)(exc.message), type=exc.type, param=exc.param,
                               code=exc.code, headers=exc.headers)
 
@@ -147,6 +168,7 @@ def install_handlers(app: FastAPI) -> None:
             detail = f"no route {request.method} {request.url.path}"
         elif exc.status_code == 405:
             detail = f"method {request.method} is not allowed on {request.url.path}"
+        await _audit_rejected(request, exc.status_code, detail, None)
         return error_response(exc.status_code, _redactor(request)(detail),
                               headers=getattr(exc, "headers", None))
 

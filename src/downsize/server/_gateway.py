@@ -5,6 +5,8 @@ the rate limiter and the health probes."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import random
@@ -189,6 +191,21 @@ class Gateway:
         ))
         self.metrics.error(task, status)
 
+    def record_rejected(self, *, status: int, message: str, code: str | None, path: str, body: bytes | None,
+                        key_id: str | None = None) -> None:
+        """Audit row + counted metric for a request refused before it reached a task (401, 413, 429,
+        415, an unknown route or task): no text is kept, only the body's hash and the model it named.
+        ``body`` None: it could not be read (a body over the limit)."""
+        code = code or {404: "not_found", 405: "method_not_allowed"}.get(status, "rejected")
+        self.metrics.reject(status, code)
+        model = _model_named(body) if body else None
+        self.writer.submit(AuditRecord(
+            request_id=self.new_id("rej-"), task=None, model=(model or "?")[:255],
+            input_hash=hashlib.sha256(body or b"").hexdigest(), answered_by=AnsweredBy.ERROR,
+            reason=self.redact(f"HTTP {status} {code} on {path}: {message}"), latency_ms=0.0,
+            client_key_id=key_id, status_code=status,
+        ))
+
     def maybe_spot_check(self, rt: TaskRuntime, text: str, d: Decision, request_id: str) -> None:
         """With probability ``spot_check_rate``, re-ask the teacher in the background (never waited for)."""
         rate = rt.spot_check_rate
@@ -235,7 +252,8 @@ class Gateway:
             return res
 
     async def health(self) -> tuple[int, dict[str, Any]]:
-        """(status code, body) of ``GET /healthz``: 503 only if the store is unreachable."""
+        """(status code, body) of ``GET /healthz``: 503 only if the store is unreachable; ``degraded``
+        (with ``reasons``) when a teacher is down or a task is not ``ok`` (:meth:`TaskRuntime.health`)."""
         store_ok, store_err = True, None
         try:
             await asyncio.wait_for(asyncio.to_thread(self.store.ping), self.probe_timeout_s)
@@ -244,12 +262,20 @@ class Gateway:
         probes = await asyncio.gather(*(self.probe_teacher(n) for n in self.teachers))
         teachers = {n: {k: v for k, v in p.items() if not k.startswith("_") and k != "models"}
                     for n, p in zip(self.teachers, probes)}
-        status = "ok" if store_ok and all(p["ok"] for p in probes) else ("degraded" if store_ok else "unhealthy")
+        tasks = {n: rt.describe() for n, rt in self.tasks.items()}
+        reasons = [f"teacher {n!r} is unreachable: {p.get('error')}" for n, p in zip(self.teachers, probes)
+                   if not p["ok"]]
+        reasons += [t["status_reason"] or f"task {n!r} is {t['status']}" for n, t in tasks.items()
+                    if t["status"] != "ok"]
+        if not store_ok:
+            reasons.insert(0, f"the store is unreachable: {store_err}")
+        status = "unhealthy" if not store_ok else "degraded" if reasons else "ok"
         body = {
             "status": status,
+            "reasons": reasons,
             "store": {"ok": store_ok, "error": store_err},
             "teachers": teachers,
-            "tasks": {n: rt.describe() for n, rt in self.tasks.items()},
+            "tasks": tasks,
             "audit": {"pending": self.writer.pending, "dropped": self.writer.stats["dropped"],
                       "failed_batches": self.writer.stats["failed_batches"]},
             "auth": self.auth,
@@ -267,3 +293,15 @@ class Gateway:
             if m not in seen:
                 seen.append(m)
         return seen
+
+
+def _model_named(body: bytes) -> str | None:
+    """The ``model`` a refused request's JSON body names, if it is small and parses (else None)."""
+    if len(body) > 1 << 20:
+        return None
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    model = obj.get("model") if isinstance(obj, dict) else None
+    return model if isinstance(model, str) else None

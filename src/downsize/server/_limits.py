@@ -4,6 +4,7 @@ and a circuit breaker per teacher (so a dead teacher costs one probe, not a dead
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -124,8 +125,10 @@ class BodyLimitMiddleware:
     a reset connection; beyond that the connection is closed.
     """
 
-    def __init__(self, app: Any, *, max_bytes: int, drain_bytes: int | None = None) -> None:
+    def __init__(self, app: Any, *, max_bytes: int, drain_bytes: int | None = None,
+                 on_reject: Callable[[dict[str, Any], int, str, str], None] | None = None) -> None:
         self.app = app
+        self.on_reject = on_reject  # (scope, status, message, code): the gateway audits and counts it
         self.max_bytes = max_bytes
         self.drain_bytes = drain_bytes if drain_bytes is not None else max(8 * max_bytes, 16 << 20)
 
@@ -139,7 +142,8 @@ class BodyLimitMiddleware:
                 try:
                     declared = int(v)
                 except ValueError:
-                    await self._reply(send, 400, "the Content-Length header is not a number", "invalid_request")
+                    await self._reject(scope, send, 400, "the Content-Length header is not a number",
+                                       "invalid_request")
                     return
                 break
         too_big = declared is not None and declared > self.max_bytes
@@ -162,8 +166,8 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
         if too_big:
             n = declared if declared is not None else size
-            await self._reply(send, 413, f"request body of {n:,} bytes exceeds the limit of {self.max_bytes:,} "
-                              "bytes (server.max_body_bytes)", "request_too_large", close=more)
+            await self._reject(scope, send, 413, f"request body of {n:,} bytes exceeds the limit of "
+                               f"{self.max_bytes:,} bytes (server.max_body_bytes)", "request_too_large", close=more)
             return
         body = b"".join(chunks)
         delivered = False
@@ -176,6 +180,15 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _reject(self, scope: dict[str, Any], send: Any, status: int, message: str, code: str, *,
+                      close: bool = False) -> None:
+        if self.on_reject is not None:
+            try:
+                self.on_reject(scope, status, message, code)
+            except Exception:  # recording must never stop the answer
+                logging.getLogger("downsize.server").exception("could not record a refused request")
+        await self._reply(send, status, message, code, close=close)
 
     @staticmethod
     async def _reply(send: Any, status: int, message: str, code: str, *, close: bool = False) -> None:

@@ -53,6 +53,9 @@ class Metrics:
                                 ["task", "answered_by"], registry=r)
         self.errors = Counter("downsize_errors", "Requests answered with an error status.",
                               ["task", "status"], registry=r)
+        self.rejected = Counter("downsize_rejected_requests",
+                                "API requests refused before reaching a task (auth, limits, bad body, unknown route).",
+                                ["status", "reason"], registry=r)
         self.latency = Histogram("downsize_request_latency_seconds", "Time in the gateway per request.",
                                  ["task", "answered_by"], buckets=_LATENCY_BUCKETS, registry=r)
         self.student_latency = Histogram("downsize_student_latency_seconds",
@@ -119,6 +122,10 @@ class Metrics:
 
     def error(self, task: str | None, status: int) -> None:
         self.errors.labels(task or PASSTHROUGH, str(status)).inc()
+
+    def reject(self, status: int, reason: str) -> None:
+        self.rejected.labels(str(status), reason).inc()
+        self.errors.labels(PASSTHROUGH, str(status)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -176,9 +176,19 @@ class TaskRuntime:
     def student_version_id(self) -> int | None:
         return self.cascade.student_version_id
 
+    def health(self) -> tuple[str, str | None]:
+        """``("ok", None)``, or ``("degraded", why)`` when the task runs without the student it should
+        have (its files are missing or corrupt: the teacher answers everything)."""
+        c = self.cascade
+        if c.load_error:
+            return "degraded", f"task {self.name!r} runs without its student, the teacher answers all: {c.load_error}"
+        return "ok", None
+
     def describe(self) -> dict[str, Any]:
         c = self.cascade
-        return {"mode": self.mode, "reason": self.mode_reason, "student_version_id": c.student_version_id,
+        status, why = self.health()
+        return {"status": status, "status_reason": why,
+                "mode": self.mode, "reason": self.mode_reason, "student_version_id": c.student_version_id,
                 "student_kind": c.student_kind, "threshold": c.threshold,
                 "calibrated": c.calibration_run_id is not None, "teacher": self.teacher.name,
                 "load_error": c.load_error, "spot_check_rate": self.spot_check_rate, **self.lifecycle}

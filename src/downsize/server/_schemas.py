@@ -2,14 +2,17 @@
 
 Requests are validated with these models; responses are built as plain dicts on the hot path
 (the models document them in the OpenAPI schema). Unknown request fields are allowed: they
-are passed through to the teacher for models that are not downsize tasks.
+are passed through to the teacher for models that are not downsize tasks. The fields OpenAI
+types strictly are strict here too (no coercion: ``"stream": "yes"``, ``"temperature": "hot"``,
+``"max_tokens": "5"`` are 400s naming the field), whether the request goes to a task or is
+passed through.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 __all__ = [
     "ChatMessage",
@@ -29,14 +32,18 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+#: A JSON number (an int is a number; a bool or a numeric string is not).
+Number = Annotated[float, Field(strict=True)]
+
+
 class ContentPart(_Open):
-    type: str
-    text: str | None = None
+    type: StrictStr
+    text: StrictStr | None = None
 
 
 class ChatMessage(_Open):
-    role: str = Field(min_length=1, max_length=64)
-    content: str | list[ContentPart] | None = None
+    role: StrictStr = Field(min_length=1, max_length=64)
+    content: StrictStr | list[ContentPart] | None = None
 
 
 class ResponseFormat(_Open):
@@ -44,19 +51,31 @@ class ResponseFormat(_Open):
 
 
 class StreamOptions(_Open):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatCompletionRequest(_Open):
     """``POST /v1/chat/completions``. ``model`` is ``downsize/<task>`` or a pass-through model."""
 
-    model: str = Field(min_length=1, max_length=256)
+    model: StrictStr = Field(min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    n: int | None = Field(default=None, ge=1, le=128, description="downsize tasks answer with one choice.")
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    n: StrictInt | None = Field(default=None, ge=1, le=128, description="downsize tasks answer with one choice.")
+    # sampling and the rest: checked as OpenAI checks them, then passed through as sent
+    temperature: Number | None = Field(default=None, ge=0, le=2)
+    top_p: Number | None = Field(default=None, ge=0, le=1)
+    frequency_penalty: Number | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: Number | None = Field(default=None, ge=-2, le=2)
+    seed: StrictInt | None = None
+    stop: StrictStr | list[StrictStr] | None = None
+    user: StrictStr | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
+    parallel_tool_calls: StrictBool | None = None
 
 
 class Message(BaseModel):
@@ -117,7 +136,7 @@ class PredictRequest(BaseModel):
     """``POST /v1/tasks/{task}/predict``: up to ``server.max_batch`` texts."""
 
     model_config = ConfigDict(extra="forbid")
-    inputs: list[str] = Field(min_length=1)
+    inputs: list[StrictStr] = Field(min_length=1)
 
 
 class PredictResult(BaseModel):

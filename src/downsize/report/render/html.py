@@ -113,6 +113,11 @@ def _totals_band(r: dict[str, Any]) -> str:
                         f" · {t.m('passthrough_requests')} pass-through"
                         if tot["passthrough_requests"]
                         else ""
+                    )
+                    + (
+                        f" · {num(tot['rejected_requests'])} refused or for no task (errors)"
+                        if tot.get("rejected_requests")
+                        else ""
                     ),
                 ),
                 _tile(

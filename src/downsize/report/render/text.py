@@ -46,6 +46,8 @@ def _p(d: dict[str, Any]) -> str:
 
 def _totals(t: dict[str, Any]) -> list[str]:
     extra = f"  (+{t['passthrough_requests']:,} pass-through)" if t["passthrough_requests"] else ""
+    if t.get("rejected_requests"):
+        extra += f"  (+{t['rejected_requests']:,} refused or for no task: errors)"
     cost, energy = t["cost_per_1k_requests"], t["energy_per_1k_requests"]
     rows = [
         ("requests", f"{t['requests']:,}{extra}"),
@@ -164,6 +166,12 @@ def render_text(report: dict[str, Any]) -> str:
                 ("latency p50 / p95", _p(p["latency_ms"])),
             ]
             out += ["", "== pass-through ==", *_kv(rows)]
+        rej = r.get("rejected")
+        if rej:
+            by = ", ".join(f"HTTP {k}: {v:,}" for k, v in rej["by_status"].items())
+            top = ", ".join(f"{m['model']} ({m['requests']:,})" for m in rej["models"][:5])
+            out += ["", "== refused, or for no configured task ==",
+                    *_kv([("requests", f"{rej['requests']:,}  ({by})"), ("models named", top)])]
     if r["next_steps"]:
         out += ["", "What to do next"]
         marks = {"action": "!", "warning": "?", "info": "·"}

@@ -16,7 +16,7 @@ from ...cascade import AnsweredBy, Decision
 from ...errors import TeacherError
 from ...store import text_hash
 from ...teacher.prompt import content_text
-from .._body import check_text, dumps, parse_json, validate
+from .._body import check_content_type, check_text, dumps, parse_json, validate
 from .._deps import Client, ClientDep
 from .._errors import ApiError, teacher_error
 from .._gateway import Gateway
@@ -32,7 +32,7 @@ _PREFIX = "downsize/"
 #: Request fields the gateway handles itself; the rest go to the teacher as they are.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "response_format", "max_tokens", "self"})
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 401, 404, 413, 429, 502, 503, 504)
+    s: {"model": ErrorBody} for s in (400, 401, 404, 413, 415, 429, 502, 503, 504)
 }
 
 
@@ -104,6 +104,7 @@ async def chat_completions(request: Request, client: ClientDep) -> Response:
     model = ""
     text: str | None = None
     try:
+        check_content_type(request.headers.get("content-type"))
         obj = parse_json(body)
         if isinstance(obj, dict) and isinstance(obj.get("model"), str):
             model = obj["model"]
@@ -134,14 +135,14 @@ async def chat_completions(request: Request, client: ClientDep) -> Response:
             raise teacher_error(exc, teacher=rt.teacher.name) from None
         finally:
             DEADLINE.reset(token)
-    except Exception as exc:  # audited (when a model was named), then answered by the error handlers
+    except Exception as exc:  # audited, then answered by the error handlers
         status, message = (exc.status, exc.message) if isinstance(exc, ApiError) else (500, type(exc).__name__)
         if isinstance(exc, ApiError):
             exc.headers.setdefault("x-request-id", rid)
-        if rt is not None or model:
-            gw.record_error(task=rt.name if rt else None, model=model or "?", input_hash=_hash(text, body),
-                            text=text, status=status, message=message, request_id=rid,
-                            key_id=client.key_id, latency_ms=(time.perf_counter() - t0) * 1000)
+            exc.audited = True
+        gw.record_error(task=rt.name if rt else None, model=model or "?", input_hash=_hash(text, body),
+                        text=text, status=status, message=message, request_id=rid,
+                        key_id=client.key_id, latency_ms=(time.perf_counter() - t0) * 1000)
         raise
 
     json_out = req.response_format is not None and req.response_format.type != "text"

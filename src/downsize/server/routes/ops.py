@@ -16,7 +16,9 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/healthz", summary="Store and teacher reachability")
 async def healthz(gw: GatewayDep) -> Response:
-    """200 ``ok`` or ``degraded`` (a teacher is down: students still answer), 503 if the store is unreachable.
+    """200 ``ok`` or ``degraded`` (a teacher is down: students still answer; or a task runs without the
+    student it should have), with the ``reasons``; 503 if the store is unreachable. Each task has its
+    ``status`` (and ``status_reason``), ``mode`` and the ``reason`` for it.
 
     Teachers are probed with ``GET /models`` (2 s timeout), cached for 5 s.
     """

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from ...cascade import AnsweredBy, Decision
 from ...errors import TeacherError
 from ...store import text_hash
-from .._body import check_text, dumps, parse_json, validate
+from .._body import check_content_type, check_text, dumps, parse_json, validate
 from .._deps import ClientDep
 from .._errors import ApiError, teacher_error
 from .._schemas import ErrorBody, PredictRequest, PredictResponse
@@ -28,7 +28,7 @@ router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
     "/{task}/predict",
     summary="Classify a batch of texts",
     response_model=PredictResponse,
-    responses={s: {"model": ErrorBody} for s in (400, 401, 404, 413, 429)},
+    responses={s: {"model": ErrorBody} for s in (400, 401, 404, 413, 415, 429)},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": PredictRequest.model_json_schema()}}}},
 )
@@ -47,6 +47,7 @@ async def predict(task: str, request: Request, client: ClientDep) -> Response:
         raise ApiError(404, f"no task {task!r} is configured (tasks: {known})", param="task", code="task_not_found")
     body = await request.body()
     try:
+        check_content_type(request.headers.get("content-type"))
         req = validate(PredictRequest, parse_json(body))
         limit = gw.config.server.max_batch
         if len(req.inputs) > limit:
@@ -57,6 +58,7 @@ async def predict(task: str, request: Request, client: ClientDep) -> Response:
         gw.record_error(task=task, model=f"downsize/{task}", input_hash=hashlib.sha256(body).hexdigest(), text=None,
                         status=exc.status, message=exc.message, request_id=rid, key_id=client.key_id,
                         latency_ms=(time.perf_counter() - t0) * 1000)
+        exc.audited = True
         raise
     token = DEADLINE.set(asyncio.get_running_loop().time() + gw.config.server.deadline_s)
     try:

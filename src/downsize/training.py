@@ -17,16 +17,22 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .students.artifacts import sha256_bytes
 from .calibration import ThresholdCalibrator, min_calibration_size
 from .config import Config
-from .tasks import TaskConfig
 from .errors import AnswerError, CalibrationError, CorruptArtifactError, StudentError
 from .store import CalibrationRun, Store, StudentVersion
-from .students import available, load_student, make_student
+from .students import OPT_IN, available, load_student, make_student
+from .students.artifacts import sha256_bytes
+from .tasks import TaskConfig
 
-__all__ = ["TrainResult", "train_task", "calibrate_task", "load_student_version", "student_dir",
-           "candidate_kinds"]
+__all__ = [
+    "TrainResult",
+    "calibrate_task",
+    "candidate_kinds",
+    "load_student_version",
+    "student_dir",
+    "train_task",
+]
 
 
 @dataclass
@@ -50,11 +56,14 @@ class TrainResult:
     teacher_only: dict[str, str] = field(default_factory=dict)
     #: Labelled rows with such a label (none trained on; those in the calibration split count as errors).
     teacher_only_rows: int = 0
+    n_synthetic: int = 0  # synthetic rows in the training part (after synthetic_weight)
+    notes: list[str] = field(default_factory=list)
 
 
 def candidate_kinds(task: TaskConfig) -> list[str]:
-    """Students ``auto`` chooses among: the families that fit the task's kind and are installed."""
-    return [f for f in task.students if available(f, task_kind=task.kind)]
+    """Students ``auto`` chooses among: the families that fit the task's kind and are installed
+    (not the opt-in ones, :data:`~downsize.students.OPT_IN`: their fit takes minutes)."""
+    return [f for f in task.students if f not in OPT_IN and available(f, task_kind=task.kind)]
 
 
 def _answers(task_name: str, task: TaskConfig, examples: list[Any]) -> list[Any]:
@@ -73,6 +82,11 @@ def _answers(task_name: str, task: TaskConfig, examples: list[Any]) -> list[Any]
             f"({len(bad)} example(s), e.g. #{e.example_id} from {e.source}: {why}); fix the labels in the store "
             "or the task's config")
     return out
+
+
+#: The label source of ``downsize synth``: trained on (with ``synthetic_weight``), never calibrated on.
+SYNTHETIC = "synthetic"
+_MIN_SPLIT = 10  # real examples below 2x this: no calibration split
 
 
 def _sha256(path: Path) -> str:
@@ -146,21 +160,41 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     examples = store.labelled_examples(task_name)
     if not examples:
         raise StudentError(f"task {task_name!r} has no labelled examples yet: run `downsize label {task_name} DATA` first")
-    X = [e.text for e in examples]
-    y = _answers(task_name, task, examples)
-    rare = task.teacher_only(y)
+    real = [e for e in examples if e.source != SYNTHETIC]
+    synth = [e for e in examples if e.source == SYNTHETIC]
+    X = [e.text for e in real]
+    y = _answers(task_name, task, real)
+    y_syn = _answers(task_name, task, synth)
+    rare = task.teacher_only(y + y_syn)
     learn = np.array([not task.needs_teacher(a, rare) for a in y], dtype=bool)
+    learn_syn = np.array([not task.needs_teacher(a, rare) for a in y_syn], dtype=bool)
     try:
-        counts = task.check_training(task_name, [a for a, k in zip(y, learn) if k])
+        counts = task.check_training(task_name, [a for a, k in zip(y, learn) if k]
+                                     + [a for a, k in zip(y_syn, learn_syn) if k])
     except StudentError as exc:
         if not rare:
             raise
         raise StudentError(f"{exc}; left to the teacher: {_rare_text(rare)}") from None
-    ids = np.array([e.example_id for e in examples])
-    idx_train, idx_cal = _split(task, y, learn, seed)
+    ids = np.array([e.example_id for e in real])
+    notes: list[str] = []
+    if len(real) >= 2 * _MIN_SPLIT:
+        idx_train, idx_cal = _split(task, y, learn, seed)
+    else:  # nothing (or next to nothing) real: train on what there is, calibrate later on real traffic
+        idx_train, idx_cal = np.arange(len(y)), np.arange(0)
+        notes.append(f"only {len(real)} real labelled example(s) besides {len(synth)} synthetic ones: no calibration "
+                     f"split; label real traffic (`downsize label`, `downsize audit import`) before `downsize calibrate`")
     idx_train = np.array([i for i in idx_train if learn[i]], dtype=int)  # the rare rows teach nothing
-    X_tr = [X[i] for i in idx_train]
-    y_tr = [y[i] for i in idx_train]
+    # synthetic_weight w: each synthetic row is repeated floor(w) times, plus once more with probability
+    # w - floor(w) (seeded): a weight every student family takes (their fit has no sample_weight)
+    rng = np.random.default_rng(seed)
+    w = task.synthetic_weight
+    copies = (np.floor(w).astype(int) + (rng.random(len(synth)) < w - np.floor(w))) * learn_syn
+    X_tr = [X[i] for i in idx_train] + [e.text for e, c in zip(synth, copies) for _ in range(c)]
+    y_tr = [y[i] for i in idx_train] + [a for a, c in zip(y_syn, copies) for _ in range(c)]
+    n_syn = int(copies.sum())
+    if synth:
+        notes.append(f"{len(synth)} synthetic example(s) in training with weight {w:g} ({n_syn} rows); "
+                     "none in the calibration split")
     params = student_params or {}
     selection: list[dict[str, Any]] = []
     reason = f"configured student {kind!r}"
@@ -170,7 +204,8 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     student = _student(task, kind, seed, params).fit(X_tr, task.targets(y_tr))
     train_s = time.perf_counter() - t0
     X_cal = [X[i] for i in idx_cal]
-    agreement = float(np.mean(task.disagreements(task.score(student, X_cal)[0], [y[i] for i in idx_cal]) == 0))
+    agreement = (float(np.mean(task.disagreements(task.score(student, X_cal)[0], [y[i] for i in idx_cal]) == 0))
+                 if X_cal else float("nan"))
 
     version = store.next_student_version(task_name)
     rel = Path("students") / task_name / f"v{version}"  # stored relative to the home: a moved project works
@@ -184,14 +219,15 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
         size_bytes=_dir_size(path), labels=[str(c) for c in getattr(student, "classes_", [])], n_train=len(X_tr),
         n_calib=len(idx_cal), calib_example_ids=[int(ids[i]) for i in idx_cal], train_seconds=train_s,
         metrics={"holdout_agreement": agreement, "label_counts": dict(counts), "selection": selection,
-                 "selection_reason": reason, "seed": seed, "teacher_only": dict(rare),
+                 "selection_reason": reason, "seed": seed, "teacher_only": dict(rare), "n_synthetic": n_syn,
+                 "notes": notes,
                  "teacher_only_rows": {"calibration": int((~learn[idx_cal]).sum()),
                                        "not_trained_on": int((~learn).sum() - (~learn[idx_cal]).sum())}},
     )
     store.add(row)
     return TrainResult(task_name, version, kind, row.id, str(path), len(X_tr), len(idx_cal), train_s,
                        row.size_bytes, agreement, dict(counts), selection, reason, dict(rare),
-                       int((~learn).sum()))
+                       int((~learn).sum()), n_syn, notes)
 
 
 #: The stratum of the teacher-only rows in the train/calibration split.
@@ -285,6 +321,11 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     sv = store.latest_student(task_name)
     if sv is None:
         raise CalibrationError(f"task {task_name!r} has no trained student: run `downsize train {task_name}` first")
+    if not sv.calib_example_ids:
+        raise CalibrationError(
+            f"task {task_name!r}: student v{sv.version} was trained without a calibration split (its labels are "
+            "synthetic, or too few are real): calibration needs real traffic. Label some with `downsize label "
+            f"{task_name} DATA` or `downsize audit import LOGS --task {task_name}`, then train and calibrate again")
     student = load_student_version(sv, config.home_dir())
     cal_ids = set(sv.calib_example_ids)
     effective = {e.example_id: e for e in store.labelled_examples(task_name) if e.example_id in cal_ids}

@@ -110,10 +110,12 @@ def train(
         t.add_row("teacher-only labels", f"{len(r.teacher_only)}: {why}; the student never gives them, the "
                   f"teacher answers them ({r.teacher_only_rows:,} labelled rows; lower min_examples_per_label "
                   "or label more to train on them)")
-    t.add_row("held-out agreement with labels", f"{r.holdout_agreement:.1%}")
+    t.add_row("held-out agreement with labels", "–" if r.n_calib == 0 else f"{r.holdout_agreement:.1%}")
     t.add_row("choice", r.selection_reason)
     t.add_row("saved to", r.path)
     console.print(t)
+    for note in r.notes:
+        err_console.print(f"note: {note}", highlight=False)
     console.print(f"next: [bold]downsize calibrate {task}[/]")
 
 

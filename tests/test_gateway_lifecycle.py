@@ -173,6 +173,8 @@ def test_suspended_and_teacher_down_is_student_fallback_marked_suspended(base: d
             assert "suspended" in r.json()["downsize"]["reason"]
             h = c.get("/healthz").json()["tasks"]["news"]
             assert h["mode"] == "suspended" and "9 of 20" in h["reason"]
+            body = c.get("/healthz").json()
+            assert body["status"] == "degraded" and any("suspended" in r for r in body["reasons"])
             assert 'downsize_task_suspended{task="news"} 1.0' in c.get("/metrics").text
 
 

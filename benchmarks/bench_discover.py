@@ -39,17 +39,16 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_traffic as mt  # noqa: E402
+import make_traffic as mt
 
-from downsize.discover import (  # noqa: E402
+from downsize.discover import (
     default_certifier,
     discover,
     normalise_answer,
     purity,
     template_scores,
 )
-from downsize.discover.pii import names_available  # noqa: E402
-from downsize.discover.verdict import label_of  # noqa: E402
+from downsize.discover.pii import names_available
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -130,19 +129,48 @@ def fresh_check(d: Any, n_fresh: int, seed: int) -> dict[str, Any]:
         idx = np.flatnonzero(assigned == p.template.id)
         if len(idx) == 0:
             continue
-        texts = [recs[i].text for i in idx]
-        ref = np.asarray([label_of(normalise_answer(recs[i].response or ""), v.labels) for i in idx], dtype=object)
-        proba = cert.model.predict_proba(texts)
-        local = proba.max(1) >= cert.threshold
-        pred = cert.model.classes_[proba.argmax(1)]
+        task = cert.task
+        recs_i = [recs[i] for i in idx]
+        texts, ref, _ = _reference(d, p, v, recs_i)
+        pred, conf = task.score(cert.model, texts)
+        local = np.asarray(conf) >= cert.threshold
+        wrong = task.disagreements(pred, ref) > 0
         share = float(local.mean())
-        dis = float((pred[local] != ref[local]).mean()) if local.any() else 0.0
+        dis = float(wrong[local].mean()) if local.any() else 0.0
         lo, hi = cert.coverage_interval
         truth = Counter(calls[i].template for i in idx).most_common(1)[0][0]
-        out[truth] = {"n_fresh": len(idx), "certified": cert.coverage, "interval": [lo, hi], "realised": share,
+        out[truth] = {"n_fresh": len(texts), "certified": cert.coverage, "interval": [lo, hi], "realised": share,
                       "in_interval": bool(lo <= share <= hi), "disagreement": dis, "alpha": cert.alpha,
                       "within_alpha": dis <= cert.alpha}
     return out
+
+
+def _reference(d: Any, p: Any, v: Any, recs: list[Any]) -> tuple[list[str], list[Any], int]:
+    """Texts and the logged answers as the certified task's answers (what the guarantee is about)."""
+    from downsize.discover._discovery import task_pairs
+
+    _, texts, answers, dropped = task_pairs(p, v, [r.text for r in recs],
+                                            [normalise_answer(r.response or "") for r in recs])
+    return texts, answers, dropped
+
+
+def through_gateway(n: int, seed: int) -> dict[str, Any]:
+    """``n`` requests driven through ``downsize serve`` pass-through to the replay teacher, audited from its log."""
+    with tempfile.TemporaryDirectory() as tmp:
+        calls = mt.build(n, seed=seed)
+        url = f"sqlite:///{Path(tmp) / 'gateway.db'}"
+        t0 = time.perf_counter()
+        truth = mt.drive_gateway(calls, url)
+        drive_s = time.perf_counter() - t0
+        d = discover([url], certifier=None)
+        true = [truth.get(r.id, "?") for r in d.records]
+        p, c = purity(d.miner.labels_.tolist(), true)
+        per = by_template(d, true)
+    return {"requests": n, "logged": len(d.records), "templates": len(d.profiles), "purity": p, "completeness": c,
+            "drive_seconds": drive_s, "worst_recall": min(x["recall"] for x in per.values()),
+            "open_ended_never_recommended": all(per[t]["recommendation"] == "keep on the large model"
+                                                for t in ("story_summary", "review_reply") if t in per),
+            "per_template": per}
 
 
 def speed(n: int, out: Path) -> dict[str, Any]:
@@ -164,6 +192,7 @@ def main() -> None:
     ap.add_argument("--fresh", type=int, default=10000)
     ap.add_argument("--speed-n", type=int, default=100_000)
     ap.add_argument("--no-drain3", action="store_true")
+    ap.add_argument("--gateway-n", type=int, default=3000, help="requests driven through downsize serve")
     ap.add_argument("--json", type=Path, default=RESULTS / "discover.json")
     a = ap.parse_args()
     print(f"# bench_discover: {a.n:,} requests, {os.cpu_count()} cores (timings on a shared, busy machine), "
@@ -205,6 +234,13 @@ def main() -> None:
                   f"(oracle {r['oracle_purity']:.3f}) completeness {r['completeness']:.3f} recovered "
                   f"{r['recovered']}/{r['sites']}")
         results["many_sites"] = ms
+        print(f"\n   through `downsize serve` (pass-through to the replay teacher, real uvicorn + openai SDK), "
+              f"{a.gateway_n:,} requests:")
+        gwr = through_gateway(a.gateway_n, seed=3)
+        print(f"   logged {gwr['logged']:,}, templates {gwr['templates']}, purity {gwr['purity']:.3f}, completeness "
+              f"{gwr['completeness']:.3f}, worst template recall {gwr['worst_recall']:.3f}; open-ended never "
+              f"recommended: {gwr['open_ended_never_recommended']} ({gwr['drive_seconds']:.0f} s to drive)")
+        results["through_gateway"] = gwr
         if not a.no_drain3:
             try:
                 print(f"\n   baseline drain3 on the same {len(main_d.records):,} chat-pair requests:")

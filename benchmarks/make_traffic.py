@@ -48,8 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = next((p / "shared" / "data" for p in (REPO.parent, REPO.parent.parent) if (p / "shared" / "data").is_dir()),
               REPO.parent / "shared" / "data")
 R8 = "earn, acq, crude, trade, money-fx, interest, ship, grain"
-FIRST = "Ada Ben Chloe Dmitri Elena Farid Grace Hiro Ines Jonas Kemal Lena Marta Nils Olga Pablo Quinn Rosa Sami Tara".split()
-LAST = "Smith Garcia Novak Okafor Larsen Rossi Tanaka Weber Kowalski Haddad Moreau Silva Jensen Ivanova Brown".split()
+FIRST = ["Ada", "Ben", "Chloe", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemal", "Lena", "Marta", "Nils", "Olga", "Pablo", "Quinn", "Rosa", "Sami", "Tara"]
+LAST = ["Smith", "Garcia", "Novak", "Okafor", "Larsen", "Rossi", "Tanaka", "Weber", "Kowalski", "Haddad", "Moreau", "Silva", "Jensen", "Ivanova", "Brown"]
 FORMATS = ("chat_pairs", "openai_batch", "litellm", "downsize")
 
 
@@ -93,10 +93,10 @@ SPECS = [
 ]
 
 
-_VERBS = "route tag sort triage label screen review check file rate".split()
-_NOUNS = "tickets messages notes reports emails stories posts reviews requests forms".split()
-_TEAMS = "billing support sales legal security ops finance hr growth research".split()
-_HEADS = "Ticket Message Note Report Email Story Post Review Request Item Input Text".split()
+_VERBS = ["route", "tag", "sort", "triage", "label", "screen", "review", "check", "file", "rate"]
+_NOUNS = ["tickets", "messages", "notes", "reports", "emails", "stories", "posts", "reviews", "requests", "forms"]
+_TEAMS = ["billing", "support", "sales", "legal", "security", "ops", "finance", "hr", "growth", "research"]
+_HEADS = ["Ticket", "Message", "Note", "Report", "Email", "Story", "Post", "Review", "Request", "Item", "Input", "Text"]
 _ASKS = ["Answer with one label.", "Reply with the category only.", "Which category is it?",
          "Give the label and nothing else.", "Classify it.", "Return one word."]
 
@@ -328,21 +328,66 @@ def write_litellm_csv(calls: Sequence[Call], path: Path, rng: random.Random) -> 
 
 
 def write_gateway_db(calls: Sequence[Call], url: str) -> None:
-    from downsize.audit import request_row
+    from downsize.audit import AuditRecord
     from downsize.store import Store, text_hash
 
     rows = []
     for c in calls:
         text = c.messages[-1]["content"]
-        rows.append(request_row(
+        rows.append(AuditRecord(
             request_id=c.id, ts=c.ts, task=None, model=c.model, input_hash=text_hash(text), input_text=text,
             answer=c.answer, answered_by="passthrough", reason=f"model {c.model!r} is not a downsize task",
             teacher_input_tokens=c.input_tokens, teacher_output_tokens=c.output_tokens,
             teacher_cost_usd=cost(c.model, c.input_tokens, c.output_tokens) or 0.0, latency_ms=c.latency_ms,
-            teacher_latency_ms=c.latency_ms))
+            teacher_latency_ms=c.latency_ms).row())
     with Store(url) as store:
         for i in range(0, len(rows), 5000):
             store.log_requests(rows[i:i + 5000])
+
+
+_GATEWAY = """\
+store: {url}
+teachers:
+  default: {{base_url: "{teacher}", model: replay, max_concurrency: 16, timeout_s: 30, max_retries: 1}}
+server: {{log_passthrough_text: true}}
+"""
+
+
+def drive_gateway(calls: Sequence[Call], url: str, *, workers: int = 8) -> dict[str, str]:
+    """Send ``calls`` through a real ``downsize serve`` (uvicorn, the openai SDK) in pass-through mode to
+    the replay teacher answering each call's recorded answer; the gateway logs them into the store at
+    ``url``. Returns ``{gateway request id: template}`` (from the ``x-request-id`` header)."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openai import OpenAI
+
+    from downsize.config import load_config
+    from downsize.replay import ReplayServer
+    from downsize.server import ServerThread, create_app
+    from downsize.server.keys import create_key
+    from downsize.store import Store
+
+    records: dict[str, str] = {}
+    for c in calls:
+        records.setdefault(c.messages[-1]["content"], c.answer)
+    truth: dict[str, str] = {}
+    with ReplayServer(records) as replay, tempfile.TemporaryDirectory() as tmp:
+        cfg_path = Path(tmp) / "gateway.yaml"
+        cfg_path.write_text(_GATEWAY.format(url=url, teacher=replay.base_url))
+        cfg = load_config(cfg_path)
+        with Store(cfg.store_url()) as store:
+            key = create_key(store, "app").secret
+            with ServerThread(create_app(cfg, store=store)) as gw:
+                client = OpenAI(base_url=gw.base_url, api_key=key, max_retries=2)
+
+                def send(c: Call) -> None:
+                    r = client.chat.completions.with_raw_response.create(model=c.model, messages=c.messages)
+                    truth[r.headers["x-request-id"]] = c.template
+
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(send, calls))
+    return truth
 
 
 def write_all(calls: Sequence[Call], out: Path, formats: Sequence[str] = FORMATS, seed: int = 0) -> dict[str, list[str]]:

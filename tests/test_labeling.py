@@ -51,6 +51,14 @@ def _labels(store: Store) -> dict[str, list[str]]:
         return out
 
 
+async def _progress(done, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait (polling, with a generous deadline) until ``done()``: a run has made progress."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "no progress within the deadline"
+        await asyncio.sleep(0.02)
+
+
 def _assert_consistent(store: Store, labels: set[str]) -> None:
     """Every label points at a recorded ok call that gave exactly that label."""
     with store.session() as s:
@@ -136,7 +144,7 @@ def test_stop_event_finishes_calls_in_flight(tmp_store, reuters_rows, reuters_re
             stop = asyncio.Event()
             async with AsyncTeacher(srv.base_url, model="replay", store=tmp_store, max_concurrency=4) as t:
                 task = asyncio.create_task(label_texts(tmp_store, t, "news", r8_task, texts, progress=False, stop=stop))
-                await asyncio.sleep(0.3)
+                await _progress(lambda: srv.stats["requests"] >= 8)  # polled, not a fixed sleep: load varies
                 stop.set()
                 return await task
 
@@ -153,7 +161,7 @@ def test_cancel_leaves_the_store_consistent(tmp_store, reuters_rows, reuters_rec
         async def go() -> None:
             async with AsyncTeacher(srv.base_url, model="replay", store=tmp_store, max_concurrency=4) as t:
                 task = asyncio.create_task(label_texts(tmp_store, t, "news", r8_task, texts, progress=False))
-                await asyncio.sleep(0.3)
+                await _progress(lambda: len(_labels(tmp_store)) >= 1)  # labels written, whatever the load
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
@@ -286,10 +294,14 @@ def test_kill_mid_run_and_resume_pays_for_nothing_twice(tmp_path, reuters_rows) 
         assert child.returncode == 0, err
         summary = json.loads(out.strip().splitlines()[-1])
         stats = _wait_idle(srv)
-        assert stats["requests"] == n  # every row paid for exactly once
+        # every row paid for exactly once, but for an answer that arrived unrecorded at the kill: the
+        # kill is timed for none, yet a loaded machine can stall this process past the 60 ms margin;
+        # such a call is re-sent, and the resume counts it among the claims it took over
+        extra = stats["requests"] - n
+        assert 0 <= extra <= summary["reclaimed"] <= workers
         assert summary["already_labelled"] == recorded
-        assert summary["teacher_calls"] == n - paid_before
-        assert summary["cached_calls"] == paid_before - recorded
+        assert summary["teacher_calls"] == n - paid_before + extra
+        assert summary["cached_calls"] == paid_before - extra - recorded
         assert summary["labelled"] == n - recorded and summary["failed"] == 0
 
     with Store(config.store_url()) as st:

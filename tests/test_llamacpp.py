@@ -152,3 +152,39 @@ def test_classify_plain_text_parses_or_records_parse_errors(llama_server: str, t
     assert all((r.status == "ok") == (r.parsed_label in TASK.labels) for r in rows)
     assert all(r.parsed_label in (*TASK.labels, None) for r in rows)
     store.close()
+
+
+def test_synth_generation_protocol(llama_server: str, tmp_path: Path) -> None:
+    """``downsize synth`` against a real model: generation requests (free text, no response_format)
+    are recorded and cached, the written texts are checked with the ordinary labelling call, and a
+    second run pays nothing. SmolLM2 writes poorly: what is checked is the protocol, not how many stay."""
+    from downsize.data.synth import synth_texts
+    from downsize.teacher.generate import generate
+    from downsize.teacher.prompt import build_generation_messages
+
+    store = Store(f"sqlite:///{tmp_path / 'synth.db'}")
+
+    async def one():  # type: ignore[no-untyped-def]
+        async with _teacher(llama_server, store) as t:
+            return await generate(t, build_generation_messages(TASK, "positive", 0), task_name="reviews", max_tokens=48)
+
+    g = asyncio.run(one())
+    assert isinstance(g.text, str) and g.text.strip() and not g.cached and g.cost_usd > 0 and g.http_requests == 1
+    assert asyncio.run(one()).cached  # the same request again: from the store, free
+    with store.session() as s:
+        row = s.scalars(select(TeacherCall).where(TeacherCall.id == g.call_id)).one()
+    assert row.schema_json is None and row.parsed_label is None and row.raw_response == g.text
+
+    async def run():  # type: ignore[no-untyped-def]
+        async with _teacher(llama_server, store) as t:
+            return await synth_texts(store, t, "reviews", TASK, 2, progress=False, max_rounds=1, max_tokens=48)
+
+    s1 = asyncio.run(run())
+    assert s1.generation_calls + s1.cached_generations == 4  # 2 labels x 2 variations (one was cached above)
+    for c in s1.targets.values():
+        assert c["written"] == 2 and c["kept"] + c["rejected"] + c["duplicates"] + c["empty"] <= 2
+    kept = store.labelled_examples("reviews", sources=("synthetic",))
+    assert len(kept) == s1.kept and all(e.label in TASK.labels for e in kept)
+    s2 = asyncio.run(run())
+    assert s2.generation_calls == 0 and s2.verification_calls == 0 and s2.cost_usd == 0  # nothing is paid twice
+    store.close()

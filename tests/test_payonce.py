@@ -231,3 +231,128 @@ def test_replay_teacher_is_quiet_when_a_client_goes_away(caplog) -> None:  # typ
         assert srv.stats["abandoned"] == 2 and srv.stats["requests"] == 0
     noisy = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage() or r.levelno >= logging.ERROR]
     assert not noisy, [r.getMessage() for r in noisy]
+
+
+# ------------------------------------------------------------------------------------
+# item 2: exit codes and the circuit breaker
+# ------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _label_cli(cfg: Path, data: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, ["label", "news", str(data), "--config", str(cfg), *extra])
+
+
+def test_label_help_documents_the_exit_codes() -> None:
+    out = runner.invoke(app, ["label", "--help"], terminal_width=200).output
+    for needle in ("Exit codes", "some rows failed", "unreachable", "--budget", "143", "130", "--keep-going"):
+        assert needle in out, needle
+
+
+def test_a_closed_port_stops_the_run_early_with_exit_3(tmp_path: Path, reuters_rows) -> None:  # type: ignore[no-untyped-def]
+    data = _data(tmp_path, reuters_rows[0][:40])
+    cfg = _config(tmp_path, f"http://127.0.0.1:{_free_port()}/v1", concurrency=4)  # nothing listens there
+    r = _label_cli(cfg, data)
+    assert r.exit_code == 3, r.output
+    assert "teacher calls in a row failed" in r.output and "--keep-going" in r.output
+    assert "not attempted" in r.output  # it stopped: 8 failures in a row, plus the calls in flight
+    failed = int(re.search(r"failed\s*\S*\s*(\d+) \(", r.output).group(1))  # type: ignore[union-attr]
+    assert 8 <= failed <= 8 + 4
+
+
+def test_keep_going_labels_on_and_a_run_that_got_nothing_through_still_exits_3(tmp_path: Path, reuters_rows) -> None:  # type: ignore[no-untyped-def]
+    data = _data(tmp_path, reuters_rows[0][:12])
+    cfg = _config(tmp_path, f"http://127.0.0.1:{_free_port()}/v1", concurrency=4, retries=0)
+    r = _label_cli(cfg, data, "--keep-going")
+    assert r.exit_code == 3, r.output
+    assert "not attempted" not in r.output and re.search(r"failed\s*\S*\s*12 \(0 parse, 12 teacher\)", r.output)
+
+
+def test_answers_that_never_fit_the_task_stop_the_run_with_exit_6(tmp_path: Path, reuters_rows) -> None:  # type: ignore[no-untyped-def]
+    texts = reuters_rows[0][:40]
+    with ReplayServer({t: "bananas" for t in texts}) as srv:  # a label the task does not have
+        cfg = _config(tmp_path, srv.base_url)
+        r = _label_cli(cfg, _data(tmp_path, texts))
+        assert r.exit_code == 6, r.output
+        assert "none of the first 10 answers fit the task" in r.output and "not attempted" in r.output
+        assert srv.stats["requests"] <= 2 * (10 + 4)  # each answer and its repair, then it stopped
+        r = _label_cli(cfg, _data(tmp_path, texts), "--keep-going")
+        assert r.exit_code == 5 and "not attempted" not in r.output, r.output
+
+
+def test_some_rows_failed_exits_5_and_a_budget_stop_exits_4(tmp_path: Path, reuters_rows) -> None:  # type: ignore[no-untyped-def]
+    texts, gold = reuters_rows[0][:30], reuters_rows[1][:30]
+    records = {t: ("bananas" if i % 3 == 0 else g) for i, (t, g) in enumerate(zip(texts, gold))}
+    with ReplayServer(records) as srv:
+        cfg = _config(tmp_path, srv.base_url)
+        r = _label_cli(cfg, _data(tmp_path, texts[:15]))
+        assert r.exit_code == 5, r.output
+        assert "5 row(s) failed" in r.output
+        r = _label_cli(cfg, _data(tmp_path, texts[15:], "more.csv"), "--budget", "0.0005")
+        assert r.exit_code == 4, r.output
+        assert "budget reached" in r.output
+
+
+# ------------------------------------------------------------------------------------
+# item 3: SIGTERM is a graceful stop; kill -9 repeats at most the calls in flight
+# ------------------------------------------------------------------------------------
+def _wait_for(srv, n: int, child: subprocess.Popen[str], timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while srv.stats["requests"] < n and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert child.poll() is None, "the child finished before the signal"
+
+
+def test_sigterm_stops_after_the_calls_in_flight_prints_the_summary_and_exits_143(tmp_path: Path, reuters_rows) -> None:  # type: ignore[no-untyped-def]
+    n, workers = 120, 4
+    texts = reuters_rows[0][:n]
+    data = _data(tmp_path, texts)
+    with ReplayServer(dict(zip(*reuters_rows)), latency_ms=100) as srv:
+        cfg = _config(tmp_path, srv.base_url, concurrency=workers)
+        child = _cli(cfg, str(data))
+        _wait_for(srv, 20, child)
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+        assert child.returncode == 143, err
+        assert "labelling news: stopped: terminated" in out and "labelled now" in out  # the summary
+        assert "SIGTERM: stopping after the calls in flight" in err
+        first = _wait_idle(srv)
+        assert first["abandoned"] == 0  # the calls in flight finished (and were recorded)
+        labelled = int(re.search(r"labelled now\s*\S*\s*(\d+)", out).group(1))  # type: ignore[union-attr]
+        assert first["requests"] == labelled and 20 <= labelled < n
+        child = _cli(cfg, str(data))  # the restart pays for the rest only
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+        assert _wait_idle(srv)["requests"] == n  # exactly: nothing paid twice
+    assert _teacher_labels(cfg) == {t: 1 for t in texts}
+
+
+def test_after_kill_9_at_most_the_calls_in_flight_are_sent_again_and_counted(tmp_path: Path, reuters_rows) -> None:  # type: ignore[no-untyped-def]
+    n, workers = 100, 4
+    texts = reuters_rows[0][:n]
+    data = _data(tmp_path, texts)
+    with ReplayServer(dict(zip(*reuters_rows)), latency_ms=150) as srv:
+        cfg = _config(tmp_path, srv.base_url, concurrency=workers)
+        child = _cli(cfg, str(data))
+        _wait_for(srv, n // 3, child)
+        os.kill(child.pid, signal.SIGKILL)  # at whatever moment: calls in flight, answers unrecorded
+        child.wait(timeout=30)
+        assert child.returncode == -signal.SIGKILL
+        before = _wait_idle(srv)
+        with Store(load_config(cfg).store_url()) as st:
+            orphaned = len(st.open_claims())
+            assert 0 < orphaned <= workers  # the claims of the calls that were in flight
+        summary = _child_summary(cfg, data)
+        after = _wait_idle(srv)
+        sent = after["requests"] + after["abandoned"]  # every request that reached the teacher
+        repeated = sent - n
+        assert 0 <= repeated <= summary["reclaimed"] <= workers  # the bound: the teacher's max_concurrency
+        assert after["requests"] - n <= workers
+        assert summary["reclaimed"] == orphaned and summary["failed"] == 0
+        assert before["requests"] + before["abandoned"] + summary["teacher_calls"] == sent
+        with Store(load_config(cfg).store_url()) as st:
+            assert st.open_claims() == []
+    assert _teacher_labels(cfg) == {t: 1 for t in texts}

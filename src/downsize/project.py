@@ -104,6 +104,14 @@ class Project:
         return label_file(self.config, task, path, text_col=text_col, limit=limit,
                           budget_usd=budget_usd, store=self.store, progress=progress, keep_going=keep_going)
 
+    def synth(self, task: str, per_label: int, *, budget_usd: float | None = None, progress: bool = True,
+              max_rounds: int = 3, near_duplicate: float = 0.8) -> Any:
+        """Have the teacher write verified examples per label (``downsize synth``; cached, budgeted, resumable)."""
+        from .data.synth import synth_task
+
+        return synth_task(self.config, task, per_label, budget_usd=budget_usd, store=self.store, progress=progress,
+                          max_rounds=max_rounds, near_duplicate=near_duplicate)
+
     def add_gold(self, task: str, path: str | os.PathLike[str], *, text_col: str | None = None,
                  label_col: str = "label", source: str = "gold") -> int:
         """Import human or gold labels from a file (they override teacher labels)."""

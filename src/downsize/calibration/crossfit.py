@@ -60,6 +60,11 @@ class OutOfFold:
     def seconds(self) -> float:
         return float(sum(self.fit_seconds))
 
+    def head(self, n: int) -> OutOfFold:
+        """The first ``n`` rows (the ones answered out of fold; rows after them only trained)."""
+        return OutOfFold(self.family, self.answers[:n], self.confidence[:n], self.fold_of[:n], self.fit_seconds,
+                         None if self.proba is None else self.proba[:n], self.classes, self.members)
+
 
 def folds(n: int, k: int, strata: Sequence[Any] | None, seed: int) -> np.ndarray:
     """The fold (0..k-1) of each of n rows: stratified on ``strata`` when given, seeded."""

@@ -145,3 +145,38 @@ def audit_import(
     for e in s.refused_examples:
         err_console.print(f"  refused: {e}", highlight=False)
     console.print(f"next: [bold]downsize train {task}[/]")
+
+
+@app.command()
+@_errors
+def synth(
+    task: Annotated[str, typer.Argument(help="Task name from downsize.yaml.")],
+    per_label: Annotated[int, typer.Option(help="Examples to keep per label (per field for extract).")] = 16,
+    budget: Annotated[float | None, typer.Option(help="Stop before spending more than this many dollars.")] = None,
+    max_rounds: Annotated[int, typer.Option(help="Rounds of writing per label (each asks for --per-label more).")] = 3,
+    near_duplicate: Annotated[float, typer.Option(help="Character 5-gram Jaccard at which a text is a near duplicate.")] = 0.8,
+    config: ConfigOpt = Path("downsize.yaml"),
+) -> None:
+    """Cold start: the teacher writes varied examples per label, each kept only if it then gives that label.
+
+    Stored as source synthetic: mixed into training (the task's synthetic_weight), never used to calibrate.
+    Cached, budgeted and resumable: run it again to finish (nothing is paid twice).
+    """
+    if per_label < 1:
+        raise typer.BadParameter("--per-label must be at least 1")
+    with _project(config) as p:
+        s = p.synth(task, per_label, budget_usd=budget, max_rounds=max_rounds, near_duplicate=near_duplicate)
+        real = [e for e in p.store.labelled_examples(task) if e.source != "synthetic"]
+    console.print(s.render())
+    for e in s.errors[:5]:
+        err_console.print(f"  {e}", highlight=False)
+    if not real:
+        err_console.print(f"note: {task} has only synthetic examples: `downsize train {task}` works, but calibration "
+                          f"needs real traffic (`downsize label {task} DATA` or `downsize audit import LOGS --task "
+                          f"{task}`) before the student may answer anything", highlight=False)
+    if s.stopped_reason in ("interrupted", "terminated"):
+        err_console.print(f"{s.stopped_reason}: run the same command again to finish (nothing is paid twice)")
+    if s.stopped_reason is not None:
+        from ..data.summary import EXIT_CODES
+
+        raise typer.Exit(EXIT_CODES.get(s.stopped_reason, 1))

@@ -51,8 +51,13 @@ def label(
       130  interrupted (Ctrl-C); 143 terminated (SIGTERM): stopped after the calls in flight
       2    bad input or config; 1 any other error
     """
-    with _project(config) as p:
-        summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget, keep_going=keep_going)
+    try:
+        with _project(config) as p:
+            summary = p.label(task, data, text_col=text_col, limit=limit, budget_usd=budget, keep_going=keep_going)
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: the calls in flight were abandoned
+        err_console.print("aborted: the labels received so far are kept; run the same command again "
+                          "(only the calls that were in flight may be paid again)")
+        raise typer.Exit(130) from None
     console.print(summary.render())
     code = summary.exit_code
     if summary.stop_message:
@@ -120,10 +125,12 @@ def train(
                   f"teacher answers them ({r.teacher_only_rows:,} labelled rows; lower min_examples_per_label "
                   "or label more to train on them)")
     t.add_row("out-of-fold agreement with labels" if r.calibration != "held out" else "held-out agreement with labels",
-              f"{r.holdout_agreement:.1%}")
+              "–" if r.n_calib == 0 else f"{r.holdout_agreement:.1%}")
     t.add_row("choice", r.selection_reason)
     t.add_row("saved to", r.path)
     console.print(t)
+    for note in r.notes:
+        err_console.print(f"note: {note}", highlight=False)
     console.print(f"next: [bold]downsize calibrate {task}[/]")
 
 

@@ -28,12 +28,15 @@ def teacher_replay(
         help="Fraction of texts answered wrongly (seeded): another label; a label, field or mention dropped "
              "or altered.")] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
+    pool: Annotated[Path | None, typer.Option(
+        help="Recorded examples (same columns) that `downsize synth` generation requests are answered from, "
+             "by label: keep them apart from the training data.")] = None,
 ) -> None:
     """Serve recorded answers over the OpenAI protocol: a teacher for distilling from logs or labels."""
     from ..replay import serve_replay
 
     serve_replay(data, text_col=text_col, label_col=label_col, host=host, port=port,
-                 latency_ms=latency_ms, error_rate=error_rate, noise=noise, seed=seed)
+                 latency_ms=latency_ms, error_rate=error_rate, noise=noise, seed=seed, pool=pool)
 
 
 @app.command()

@@ -23,8 +23,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,7 +36,8 @@ from ..store import Store, text_hash
 from ..teacher import AsyncTeacher, Budget, SharedBudget
 from ..teacher.cache import CallInFlight
 
-__all__ = ["LabelSummary", "EXIT_CODES", "label_texts", "label_file", "UNREACHABLE_AFTER", "UNPARSEABLE_AFTER"]
+__all__ = ["LabelSummary", "EXIT_CODES", "label_texts", "label_file", "run_interruptible", "UNREACHABLE_AFTER",
+           "UNPARSEABLE_AFTER"]
 
 _FLUSH_ROWS = 64  # labels written per transaction at most...
 _FLUSH_S = 0.25  # ...and at least this often while answers arrive
@@ -85,6 +86,8 @@ async def label_texts(
     progress: bool = True,
     stop: asyncio.Event | None = None,
     keep_going: bool = False,
+    label_source: str = "teacher",
+    accept: Callable[[str, Any], bool] | None = None,
 ) -> LabelSummary:
     """Label every text of ``texts`` the teacher has not labelled yet.
 
@@ -110,6 +113,12 @@ async def label_texts(
         ``max(UNREACHABLE_AFTER, 2 x workers)`` teacher calls in a row failed
         (``"teacher_unreachable"``) or every one of the first ``UNPARSEABLE_AFTER`` answers
         failed to parse (``"unparseable"``), with ``stop_message`` saying what to check.
+    label_source : str, default="teacher"
+        The source the labels are stored with (``synthetic`` for :mod:`.synth`); texts that
+        already have a label from it are skipped.
+    accept : callable, optional
+        ``accept(text, answer)``: store the answer only if it returns True (else it is counted
+        in ``rejected``; the paid call stays cached, so asking again is free).
 
     Returns
     -------
@@ -125,7 +134,7 @@ async def label_texts(
     t0 = time.perf_counter()
     texts = list(texts)
     ids = store.add_examples(task_name, texts, source=source)
-    done = store.labelled_hashes(task_name, source="teacher")
+    done = store.labelled_hashes(task_name, source=label_source)
     summary = LabelSummary(task=task_name, budget_usd=budget.limit_usd if budget else None)
     pending: list[tuple[int, str]] = []
     seen: set[int] = set()
@@ -158,7 +167,7 @@ async def label_texts(
             have = store.teacher_labelled_ids(task_name, [e for e, _, _ in batch])  # another run's, meanwhile
             batch = [b for b in batch if b[0] not in have]
             store.add_labels(
-                task_name, [(e, lab) for e, lab, _ in batch], source="teacher",
+                task_name, [(e, lab) for e, lab, _ in batch], source=label_source,
                 teacher_call_ids=[c for _, _, c in batch],
             )
         last_flush = time.monotonic()
@@ -183,7 +192,7 @@ async def label_texts(
         now = time.monotonic()
         if bar is not None and (force or now - last_tick >= 0.05):
             last_tick = now
-            bar.update(bar_task, completed=summary.labelled + summary.failed, cost=summary.cost_usd,
+            bar.update(bar_task, completed=summary.labelled + summary.failed + summary.rejected, cost=summary.cost_usd,
                        failed=summary.failed)
 
     async def worker(work: Any, wait: bool) -> None:
@@ -226,6 +235,9 @@ async def label_texts(
                 if ans.by_other:  # a concurrent run paid for it, and writes its label
                     summary.waited += 1
                     summary.already_labelled += 1
+                elif ans.status == "ok" and ans.answer is not None and accept is not None and not accept(text, ans.answer):
+                    state["ok"] += 1
+                    summary.rejected += 1
                 elif ans.status == "ok" and ans.answer is not None:
                     state["ok"] += 1
                     summary.labelled += 1
@@ -315,9 +327,36 @@ def label_file(
     own_store = store is None
     store = store if store is not None else Store(config.store_url())
     budget = SharedBudget(budget_usd, store) if budget_usd is not None else None
-    got: list[str] = []  # the signal that stopped the run
 
-    async def run() -> LabelSummary:
+    async def run(stop: asyncio.Event) -> LabelSummary:
+        async with AsyncTeacher.from_config(teacher_cfg, store=store) as teacher:
+            return await label_texts(
+                store, teacher, task_name, task, data.texts,
+                source=str(path), budget=budget, progress=progress, stop=stop, keep_going=keep_going,
+            )
+
+    try:
+        summary, got = run_interruptible(run)
+    finally:
+        if own_store:
+            store.close()
+    if summary.stopped_reason == "interrupted" and got:
+        summary.stopped_reason = got[0]
+    summary.skipped_rows = len(data.skipped)
+    summary.skipped_note = data.skipped_summary()
+    return summary
+
+
+T = TypeVar("T")
+
+
+def run_interruptible(job: Callable[[asyncio.Event], Awaitable[T]]) -> tuple[T, list[str]]:
+    """Run ``job(stop)`` in a new event loop: the first Ctrl-C or SIGTERM sets ``stop`` (the job finishes
+    the calls in flight and returns), a second one cancels it (``KeyboardInterrupt``). Returns the job's
+    result and the reason of the signal that stopped it (``[]``, ``["interrupted"]`` or ``["terminated"]``)."""
+    got: list[str] = []
+
+    async def run() -> T:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
@@ -340,24 +379,12 @@ def label_file(
                 except (NotImplementedError, RuntimeError, ValueError):  # e.g. Windows
                     pass
         try:
-            async with AsyncTeacher.from_config(teacher_cfg, store=store) as teacher:
-                return await label_texts(
-                    store, teacher, task_name, task, data.texts,
-                    source=str(path), budget=budget, progress=progress, stop=stop, keep_going=keep_going,
-                )
+            return await job(stop)
         finally:
             for sig in handled:
                 loop.remove_signal_handler(sig)
 
     try:
-        summary = asyncio.run(run())
+        return asyncio.run(run()), got
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
-    finally:
-        if own_store:
-            store.close()
-    if summary.stopped_reason == "interrupted" and got:
-        summary.stopped_reason = got[0]
-    summary.skipped_rows = len(data.skipped)
-    summary.skipped_note = data.skipped_summary()
-    return summary

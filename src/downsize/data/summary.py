@@ -35,7 +35,7 @@ STOP_TITLES = {
 class LabelSummary:
     """What a labelling run did.
 
-    ``rows`` counts distinct texts; ``rows == already_labelled + labelled + failed + remaining``.
+    ``rows`` counts distinct texts; ``rows == already_labelled + labelled + failed + rejected + remaining``.
     ``teacher_calls`` is the number of HTTP requests made (retries included) and
     ``cached_calls`` the calls answered by the store's cache at no cost. ``waited`` counts texts
     another process was asking the teacher about meanwhile (claimed in the store): that process
@@ -69,11 +69,12 @@ class LabelSummary:
     skipped_rows: int = 0
     skipped_note: str = ""
     budget_usd: float | None = None
+    rejected: int = 0  # answered, but not what ``accept`` wanted (``downsize synth``: not the intended label)
 
     @property
     def remaining(self) -> int:
         """Rows not attempted because the run stopped early."""
-        return self.rows - self.already_labelled - self.labelled - self.failed
+        return self.rows - self.already_labelled - self.labelled - self.failed - self.rejected
 
     @property
     def rows_per_s(self) -> float:
@@ -113,6 +114,8 @@ class LabelSummary:
         t.add_row("already labelled", f"{self.already_labelled:,}")
         t.add_row("labelled now", f"{self.labelled:,}")
         t.add_row("failed", f"{self.failed:,} ({self.parse_errors} parse, {self.teacher_errors} teacher)")
+        if self.rejected:
+            t.add_row("rejected (not the intended answer)", f"{self.rejected:,}")
         if self.remaining:
             t.add_row("not attempted", f"{self.remaining:,}")
         t.add_row("teacher HTTP calls", f"{self.teacher_calls:,}")

@@ -11,4 +11,4 @@ from __future__ import annotations
 from .app import create_replay_app, load_records
 from .run import ReplayProcess, ReplayServer, serve_replay
 
-__all__ = ["create_replay_app", "load_records", "ReplayServer", "ReplayProcess", "serve_replay"]
+__all__ = ["ReplayProcess", "ReplayServer", "create_replay_app", "load_records", "serve_replay"]

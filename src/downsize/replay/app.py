@@ -30,8 +30,9 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from ..data import read_texts
-from .answers import content_for, noisy, vocabulary
-from ..teacher.prompt import content_text
+from ..data.synth import clean_generated
+from ..teacher.prompt import content_text, generation_target
+from .answers import content_for, noisy, structured_value, vocabulary
 
 __all__ = ["create_replay_app", "load_records"]
 
@@ -70,6 +71,7 @@ def create_replay_app(
     noise: float = 0.0,
     seed: int = 0,
     labels: Sequence[str] | None = None,
+    pool: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``records`` (text → recorded answer) over ``POST /v1/chat/completions``.
 
@@ -88,6 +90,9 @@ def create_replay_app(
     seed : int
     labels : sequence of str, optional
         The label set for noise; defaults to the labels in ``records``.
+    pool : mapping of str to str, optional
+        Recorded examples (text → answer) that generation requests are answered from, by target
+        (a label; a label of a list; a field with a value; a mention's type).
 
     Returns
     -------
@@ -102,6 +107,10 @@ def create_replay_app(
     if latency_ms < 0:
         raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
     records = dict(records)
+    by_target = _targets(pool or {})
+    for text, answer in (pool or {}).items():
+        records.setdefault(text, answer)
+        records.setdefault(clean_generated(text), answer)  # as `downsize synth` reads a written text back
     vocab = sorted(set(labels)) if labels is not None else vocabulary(list(records.values()))
     rng = random.Random(seed)
     ids = itertools.count(1)
@@ -141,6 +150,14 @@ def create_replay_app(
             return None
         if error_rate > 0 and rng.random() < error_rate:
             return _err(500, "replay: injected server error (--error-rate)", "server_error")
+        gen = generation_target(messages)
+        if gen is not None:
+            texts = by_target.get(gen[0])
+            if not texts:
+                return _err(404, f"replay: no example of {gen[0]!r} in the generation pool "
+                            f"({sum(map(len, by_target.values())):,} examples)", "not_found", code="no_example")
+            return _completion(payload, n, texts[gen[1] % len(texts)], sum(
+                len(content_text(m.get("content")) or "") for m in messages if isinstance(m, dict)))
         text = None
         chars = 0
         for m in messages:
@@ -162,28 +179,7 @@ def create_replay_app(
         label = answer_for(text)
         fmt = payload.get("response_format")
         structured = isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object")
-        content = content_for(label, json_mode=structured)
-        prompt_tokens, completion_tokens = _tokens(chars), _tokens(len(content))
-        body = {
-            "id": f"chatcmpl-replay-{n}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": str(payload.get("model") or "replay"),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-        return Response(json.dumps(body), media_type=_JSON)
+        return _completion(payload, n, content_for(label, json_mode=structured), chars)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -217,6 +213,41 @@ def create_replay_app(
     app.state.snapshot = snapshot
 
     return app
+
+
+def _completion(payload: dict[str, Any], n: int, content: str, chars: int) -> Response:
+    prompt_tokens, completion_tokens = _tokens(chars), _tokens(len(content))
+    body = {
+        "id": f"chatcmpl-replay-{n}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": str(payload.get("model") or "replay"),
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": None, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+    return Response(json.dumps(body), media_type=_JSON)
+
+
+def _targets(pool: Mapping[str, str]) -> dict[str, list[str]]:
+    """Target → the pool's texts whose recorded answer has it (in the pool's order)."""
+    out: dict[str, list[str]] = {}
+    for text, recorded in pool.items():
+        value = structured_value(recorded)
+        if value is None:
+            keys = [recorded]
+        elif isinstance(value, dict):
+            keys = [k for k, v in value.items() if v not in (None, "", [])]
+        else:
+            keys = [m.get("type") if isinstance(m, dict) else m for m in value]
+        for k in dict.fromkeys(x for x in keys if isinstance(x, str)):
+            out.setdefault(k, []).append(text)
+    return out
 
 
 def load_records(

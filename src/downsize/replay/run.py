@@ -17,7 +17,7 @@ from typing import Any
 from .._uvicorn import ServerThread, uvicorn_kwargs
 from .app import create_replay_app, load_records
 
-__all__ = ["ReplayServer", "ReplayProcess", "serve_replay"]
+__all__ = ["ReplayProcess", "ReplayServer", "serve_replay"]
 
 
 class ReplayServer(ServerThread):
@@ -53,11 +53,15 @@ def serve_replay(
     host: str = "127.0.0.1",
     port: int = 8001,
     log_level: str = "info",
+    pool: str | os.PathLike[str] | None = None,
     **opts: Any,
 ) -> None:
-    """Serve the replay teacher from a labelled file until interrupted (``downsize teacher replay``)."""
+    """Serve the replay teacher from a labelled file until interrupted (``downsize teacher replay``);
+    ``pool``: a file of recorded examples (same columns) that generation requests are answered from."""
     import uvicorn
 
+    if pool is not None:
+        opts["pool"] = load_records(pool, text_col=text_col, label_col=label_col)
     app = create_replay_app(load_records(path, text_col=text_col, label_col=label_col), **opts)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, **uvicorn_kwargs(log_level, lifespan="off"))).run()
 

@@ -97,6 +97,11 @@ class TaskConfig(BaseModel):
         description="what the calibration bounds disagreement with: the teacher's labels, or (once the "
         "calibration split has enough of them) the labels people gave (review corrections, gold)",
     )
+    synthetic_weight: float = Field(
+        default=1.0, ge=0, le=10,
+        description="how much a synthetic example (downsize synth) counts in training, relative to a real one "
+        "(0: not used); synthetic examples are never in the calibration split",
+    )
     review_sample_rate: float = Field(
         default=0.01, ge=0, le=1,
         description="share of answered requests put in the review queue at random: the unbiased live estimate",

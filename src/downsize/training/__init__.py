@@ -17,17 +17,35 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from ..calibration.crossfit import Event, OutOfFold, ensemble_oof, ensembles, folds, judge, out_of_fold
+from ..calibration.crossfit import (
+    Event,
+    OutOfFold,
+    ensemble_oof,
+    ensembles,
+    folds,
+    judge,
+    out_of_fold,
+)
 from ..config import Config
 from ..errors import StudentError
 from ..store import Store, StudentVersion
-from ..students import EnsembleStudent, available, make_student
+from ..students import OPT_IN, EnsembleStudent, available, make_student
 from ..tasks import TaskConfig
 from ._calibrate import calibrate_task
-from ._common import _answers, _dir_size, _sha256, load_student_version, student_dir
+from ._common import (
+    _MIN_SPLIT,
+    SYNTHETIC,
+    _answers,
+    _dir_size,
+    _sha256,
+    _with_embedding_cache,
+    embedding_cache_dir,
+    load_student_version,
+    student_dir,
+)
 
-__all__ = ["TrainResult", "train_task", "calibrate_task", "load_student_version", "student_dir",
-           "candidate_kinds"]
+__all__ = ["SYNTHETIC", "TrainResult", "calibrate_task", "candidate_kinds", "embedding_cache_dir",
+           "load_student_version", "student_dir", "train_task"]
 
 
 @dataclass
@@ -52,12 +70,15 @@ class TrainResult:
     teacher_only: dict[str, str] = field(default_factory=dict)
     #: Labelled rows with such a label (none trained on; those in the calibration split count as errors).
     teacher_only_rows: int = 0
+    n_synthetic: int = 0  # synthetic rows in the training part (after synthetic_weight)
+    notes: list[str] = field(default_factory=list)
 
 
 def candidate_kinds(task: TaskConfig) -> list[str]:
-    """Students ``auto`` fits: the families that fit the task's kind and are installed (an ensemble
-    is made of them, not fitted on its own)."""
-    return [f for f in task.students if f != "ensemble" and available(f, task_kind=task.kind)]
+    """Students ``auto`` fits: the families that fit the task's kind and are installed, not the
+    opt-in ones (:data:`~downsize.students.OPT_IN`: their fit takes minutes); an ensemble is made of
+    them, not fitted on its own."""
+    return [f for f in task.students if f != "ensemble" and f not in OPT_IN and available(f, task_kind=task.kind)]
 
 def _student(task: TaskConfig, family: str, seed: int, params: dict[str, dict[str, Any]]) -> Any:
     """A new ``family`` student for the task: the seed, what the task's kind fixes
@@ -87,8 +108,9 @@ def _fit_final(task: TaskConfig, best: dict[str, Any], X: list[str], y: list[Any
 
 
 def _fit_and_judge(task: TaskConfig, kind: str, X: list[str], y: list[Any], fold_of: np.ndarray, make: Any,
-                   event: Event) -> tuple[list[dict[str, Any]], dict[str, Any], OutOfFold]:
-    """Out-of-fold answers of every candidate (K fits each), each judged by the final rule; the winner."""
+                   event: Event, n_real: int) -> tuple[list[dict[str, Any]], dict[str, Any], OutOfFold]:
+    """Out-of-fold answers of every candidate (K fits each) on the first ``n_real`` rows (the rest,
+    synthetic, only train), each judged by the final rule; the winner."""
     auto = kind == "auto"
     families = candidate_kinds(task) if kind in ("auto", "ensemble") else [kind]
     if kind == "ensemble" and len(families) < 2:
@@ -99,7 +121,8 @@ def _fit_and_judge(task: TaskConfig, kind: str, X: list[str], y: list[Any], fold
           + (" and their ensembles (averaged probabilities: no extra fits)" if combos else "")
           + f": {k} fits each on {len(X):,} rows (out-of-fold answers for every row), then refit the "
           + ("winner" if auto else "student") + " on all of them")
-    oofs = [out_of_fold(task, f, X, y, fold_of, make, event) for f in families]
+    oofs = [out_of_fold(task, f, X, y, fold_of, make, event).head(n_real) for f in families]
+    y = y[:n_real]
     if kind == "ensemble":
         ens = ensemble_oof(task, oofs)
         if ens is None:
@@ -147,27 +170,48 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     examples = store.labelled_examples(task_name)
     if not examples:
         raise StudentError(f"task {task_name!r} has no labelled examples yet: run `downsize label {task_name} DATA` first")
-    X = [e.text for e in examples]
-    y = _answers(task_name, task, examples)
-    rare = task.teacher_only(y)
+    real = [e for e in examples if e.source != SYNTHETIC]
+    synth = [e for e in examples if e.source == SYNTHETIC]
+    X = [e.text for e in real]
+    y = _answers(task_name, task, real)
+    y_syn = _answers(task_name, task, synth)
+    rare = task.teacher_only(y + y_syn)
     learn = np.array([not task.needs_teacher(a, rare) for a in y], dtype=bool)
+    learn_syn = np.array([not task.needs_teacher(a, rare) for a in y_syn], dtype=bool)
     try:
-        counts = task.check_training(task_name, [a for a, k in zip(y, learn) if k])
+        counts = task.check_training(task_name, [a for a, k in zip(y, learn) if k]
+                                     + [a for a, k in zip(y_syn, learn_syn) if k])
     except StudentError as exc:
         if not rare:
             raise
         raise StudentError(f"{exc}; left to the teacher: {_rare_text(rare)}") from None
-    ids = np.array([e.example_id for e in examples])
-    crossfit = task.calibration_folds >= 2
-    if crossfit:  # every row calibrates (the rare ones with the refit's answers: it never saw them)
+    ids = np.array([e.example_id for e in real])
+    notes: list[str] = []
+    crossfit = task.calibration_folds >= 2 and len(real) >= 2 * _MIN_SPLIT
+    if crossfit:  # every real row calibrates (the rare ones with the refit's answers: it never saw them)
         idx_cal = np.arange(len(X))
         idx_train = np.flatnonzero(learn)
-    else:
+    elif len(real) >= 2 * _MIN_SPLIT:
         idx_train, idx_cal = _split(task, y, learn, seed)
         idx_train = np.array([i for i in idx_train if learn[i]], dtype=int)  # the rare rows teach nothing
-    X_tr = [X[i] for i in idx_train]
-    y_tr = [y[i] for i in idx_train]
-    params = student_params or {}
+    else:  # nothing (or next to nothing) real: train on what there is, calibrate later on real traffic
+        idx_train, idx_cal = np.flatnonzero(learn), np.arange(0)
+        notes.append(f"only {len(real)} real labelled example(s) besides {len(synth)} synthetic ones: no calibration "
+                     f"split; label real traffic (`downsize label`, `downsize audit import`) before `downsize calibrate`")
+    # synthetic_weight w: each synthetic row is repeated floor(w) times, plus once more with probability
+    # w - floor(w) (seeded): a weight every student family takes (their fit has no sample_weight). They
+    # train every fold model and the refit, and are never answered out of fold nor calibrated on.
+    rng = np.random.default_rng(seed)
+    w = task.synthetic_weight
+    copies = (np.floor(w).astype(int) + (rng.random(len(synth)) < w - np.floor(w))) * learn_syn
+    n_real = len(idx_train)
+    X_tr = [X[i] for i in idx_train] + [e.text for e, c in zip(synth, copies) for _ in range(c)]
+    y_tr = [y[i] for i in idx_train] + [a for a, c in zip(y_syn, copies) for _ in range(c)]
+    n_syn = int(copies.sum())
+    if synth:
+        notes.append(f"{len(synth)} synthetic example(s) in training with weight {w:g} ({n_syn} rows); "
+                     "none in the calibration split")
+    params = _with_embedding_cache(task, student_params or {}, config.home_dir())
 
     def make(family: str) -> Any:
         return _student(task, family, seed, params)
@@ -176,9 +220,10 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     reason = f"configured student {kind!r}"
     oof: OutOfFold | None = None
     t0 = time.perf_counter()
-    if crossfit or kind in ("auto", "ensemble"):
-        fold_of = folds(len(X_tr), max(task.calibration_folds, 3), task.strata(y_tr), seed)
-        selection, best, oof = _fit_and_judge(task, kind, X_tr, y_tr, fold_of, make, event)
+    if (crossfit or kind in ("auto", "ensemble")) and n_real >= 2 * _MIN_SPLIT:
+        fold_of = np.r_[folds(n_real, max(task.calibration_folds, 3), task.strata(y_tr[:n_real]), seed),
+                        np.full(n_syn, -1)]  # -1: synthetic rows, in every fold's training part
+        selection, best, oof = _fit_and_judge(task, kind, X_tr, y_tr, fold_of, make, event, n_real)
         if kind == "auto":
             reason = (f"picked {best['kind']!r}: the most coverage certified at alpha={task.alpha:g} on out-of-fold "
                       "answers, by the rule the calibration uses (" + "; ".join(_describe(r) for r in selection) + ")")
@@ -189,10 +234,11 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     student = _fit_final(task, best, X_tr, y_tr, make)
     train_s = time.perf_counter() - t0
     if crossfit and oof is not None:
-        agreement = float(np.mean(task.disagreements(oof.answers, y_tr) == 0))
+        agreement = float(np.mean(task.disagreements(oof.answers, y_tr[:n_real]) == 0))
     else:
         X_cal = [X[i] for i in idx_cal]
-        agreement = float(np.mean(task.disagreements(task.score(student, X_cal)[0], [y[i] for i in idx_cal]) == 0))
+        agreement = (float(np.mean(task.disagreements(task.score(student, X_cal)[0], [y[i] for i in idx_cal]) == 0))
+                     if X_cal else float("nan"))
 
     version = store.next_student_version(task_name)
     rel = Path("students") / task_name / f"v{version}"  # stored relative to the home: a moved project works
@@ -203,7 +249,7 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     manifest = path / "manifest.json"
     metrics: dict[str, Any] = {
         "holdout_agreement": agreement, "label_counts": dict(counts), "selection": selection,
-        "selection_reason": reason, "seed": seed, "teacher_only": dict(rare),
+        "selection_reason": reason, "seed": seed, "teacher_only": dict(rare), "n_synthetic": n_syn, "notes": notes,
         "teacher_only_rows": {"calibration": int((~learn[idx_cal]).sum()),
                               "not_trained_on": int((~learn).sum() - (~learn[idx_cal]).sum())}}
     if crossfit and oof is not None:
@@ -218,7 +264,7 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     return TrainResult(task_name, version, kind, row.id, str(path), len(X_tr), len(idx_cal), train_s,
                        row.size_bytes, agreement, dict(counts), selection, reason,
                        calibration=f"out-of-fold ({metrics['oof']['folds']} folds)" if "oof" in metrics else "held out",
-                       teacher_only=dict(rare), teacher_only_rows=int((~learn).sum()))
+                       teacher_only=dict(rare), teacher_only_rows=int((~learn).sum()), n_synthetic=n_syn, notes=notes)
 
 
 def _oof_record(task: TaskConfig, student: Any, oof: OutOfFold, X: list[str], ids: np.ndarray,

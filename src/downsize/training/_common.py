@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import AnswerError, CorruptArtifactError, StudentError
 from ..store import StudentVersion
-from ..students import load_student
+from ..students import FAMILIES, load_student
 from ..students.artifacts import sha256_bytes
 from ..tasks import TaskConfig
 
@@ -29,6 +30,11 @@ def _answers(task_name: str, task: TaskConfig, examples: list[Any]) -> list[Any]
             f"({len(bad)} example(s), e.g. #{e.example_id} from {e.source}: {why}); fix the labels in the store "
             "or the task's config")
     return out
+
+
+#: The label source of ``downsize synth``: trained on (with ``synthetic_weight``), never calibrated on.
+SYNTHETIC = "synthetic"
+_MIN_SPLIT = 10  # real examples below 2x this: no calibration split
 
 
 def _sha256(path: Path) -> str:
@@ -64,9 +70,11 @@ def student_dir(sv: StudentVersion, home: str | os.PathLike[str] | None) -> Path
     return Path(home) / p
 
 
-def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None = None) -> Any:
+def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None = None, *,
+                         embedding_cache: bool = False) -> Any:
     """Load a saved student (its path resolved by :func:`student_dir`), checking its manifest against
-    the checksum in the store."""
+    the checksum in the store. ``embedding_cache``: MiniLM students read and write the project's
+    embedding cache (:func:`embedding_cache_dir`; calibration does, the request path does not)."""
     path = student_dir(sv, home)
     manifest = path / "manifest.json"
     if not manifest.exists():
@@ -76,4 +84,23 @@ def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None
             f"student {sv.task} v{sv.version}: {manifest} does not match the checksum recorded when it was "
             "trained; the file was modified or corrupted: retrain with `downsize train`"
         )
+    if embedding_cache and home is not None:
+        return load_student(path, cache_dir=os.fspath(embedding_cache_dir(home)))
     return load_student(path)
+
+
+def embedding_cache_dir(home: str | os.PathLike[str]) -> Path:
+    """Where MiniLM sentence vectors are cached (SQLite, keyed by text hash and model), so that
+    re-training and re-calibrating a project never embeds the same text twice."""
+    return Path(home) / "cache" / "embeddings"
+
+
+def _with_embedding_cache(task: TaskConfig, params: dict[str, dict[str, Any]],
+                          home: Path) -> dict[str, dict[str, Any]]:
+    """``params`` plus the project's embedding cache for every family that takes a ``cache_dir``."""
+    out = {f: dict(p) for f, p in params.items()}
+    for family in task.students:
+        cls = FAMILIES.get((task.kind, family), (None,))[0]
+        if cls is not None and "cache_dir" in inspect.signature(cls).parameters:
+            out.setdefault(family, {}).setdefault("cache_dir", os.fspath(embedding_cache_dir(home)))
+    return out

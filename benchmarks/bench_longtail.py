@@ -120,6 +120,10 @@ def main() -> None:
             live = [pop[i] for i in idx[args.labelled : args.labelled + args.live]]
             for variant in res:
                 res[variant].append(one(lab, live, alpha=args.alpha, min_per_label=mpl, variant=variant, seed=r))
+                x = res[variant][-1]
+                print(f"  resplit {r:>2} {variant:<12} teacher-only {x['teacher_only']} realised {x['realised']:.4f} "
+                      f"coverage {x['coverage_live']:.1%} rare answered {x['rare_live_answered']}/{x['rare_live']} "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
         summary = {}
         for variant, rs in res.items():
             real = np.array([x["realised"] for x in rs])

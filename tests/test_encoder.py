@@ -62,9 +62,11 @@ def test_batching_and_padding_do_not_change_the_vector() -> None:
 
 
 def test_long_texts_are_truncated_not_rejected() -> None:
-    enc = MiniLMEncoder(max_length=16)
-    a, b = enc.encode(["grain " * 30 + "tail one", "grain " * 30 + "tail two is different"])
-    assert float(a @ b) > 0.9999  # both cut to 16 tokens: the tails are dropped
+    texts = ["grain " * 30 + "tail one", "grain " * 30 + "tail two is different"]
+    a, b = MiniLMEncoder(max_length=16, truncation="head").encode(texts)
+    assert float(a @ b) > 0.9999  # both cut to their first 16 tokens: the tails are dropped
+    a, b = MiniLMEncoder(max_length=16).encode(texts)
+    assert float(a @ b) < 0.999  # head + tail: the different endings are seen
 
 
 def test_memory_cache_means_no_second_model_run(encoder: MiniLMEncoder) -> None:
@@ -89,7 +91,7 @@ def test_disk_cache_survives_a_new_encoder_and_is_safe_to_rerun(tmp_path: Path) 
     va = a.encode(texts)
     assert a.n_encoded == 30
     (db,) = tmp_path.glob("*.sqlite")
-    assert model_info()["onnx_sha256"][:16] in db.name and db.name.endswith("-L128.sqlite")
+    assert model_info()["onnx_sha256"][:16] in db.name and db.name.endswith("-L128-ht.sqlite")
     b = MiniLMEncoder(cache_dir=tmp_path)
     vb = b.encode(texts[::-1] + ["one new text"])
     assert b.n_encoded == 1

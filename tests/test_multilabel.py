@@ -75,7 +75,7 @@ def test_row_f1_matches_the_kinds_set_f1() -> None:
 
 def test_the_stacked_confidence_fits_fractional_targets_and_round_trips() -> None:
     rng = np.random.default_rng(2)
-    X = rng.normal(size=(400, 10))
+    X = rng.normal(size=(400, 15))
     t = 1 / (1 + np.exp(-2 * X[:, 0]))
     sc = StackedConfidence.fit(X, t)
     assert np.corrcoef(sc.predict(X), t)[0, 1] > 0.95

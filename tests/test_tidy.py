@@ -287,7 +287,7 @@ def test_healthz_is_degraded_with_the_reason_when_a_task_lost_its_student(
     from sqlalchemy import select
 
     from downsize.server import ServerThread, create_app
-    from downsize.store import StudentVersion, Store
+    from downsize.store import Store, StudentVersion
     from downsize.training import student_dir
 
     cfg = gateway_project.config(tmp_path, gw_replay.base_url)
@@ -374,7 +374,8 @@ def test_predict_keeps_the_input_columns_and_never_overwrites_a_label(
                       env={"COLUMNS": "250"})
     assert r.exit_code == 0, r.output
     assert "label → downsize_label" in r.output and "row → downsize_row" in r.output
-    rows = list(csv.DictReader(open(d / "out.csv", encoding="utf-8")))
+    with open(d / "out.csv", encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert list(rows[0])[:4] == ["id", "text", "label", "row"]  # before: row, text, label, ... (no id)
     assert [x["id"] for x in rows] == [f"id-{i}" for i in range(40)]
     assert [x["label"] for x in rows] == labels[1500:1540]  # the input's label, not the prediction

@@ -8,6 +8,7 @@ version, and records the split so that ``calibrate_task`` uses exactly the held-
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from .calibration import ThresholdCalibrator, min_calibration_size
 from .config import Config
 from .errors import AnswerError, CalibrationError, CorruptArtifactError, StudentError
 from .store import CalibrationRun, Store, StudentVersion
-from .students import available, load_student, make_student
+from .students import FAMILIES, OPT_IN, available, load_student, make_student
 from .students.artifacts import sha256_bytes
 from .tasks import TaskConfig
 
@@ -29,6 +30,7 @@ __all__ = [
     "TrainResult",
     "calibrate_task",
     "candidate_kinds",
+    "embedding_cache_dir",
     "load_student_version",
     "student_dir",
     "train_task",
@@ -61,8 +63,9 @@ class TrainResult:
 
 
 def candidate_kinds(task: TaskConfig) -> list[str]:
-    """Students ``auto`` chooses among: the families that fit the task's kind and are installed."""
-    return [f for f in task.students if available(f, task_kind=task.kind)]
+    """Students ``auto`` chooses among: the families that fit the task's kind and are installed
+    (not the opt-in ones, :data:`~downsize.students.OPT_IN`: their fit takes minutes)."""
+    return [f for f in task.students if f not in OPT_IN and available(f, task_kind=task.kind)]
 
 
 def _answers(task_name: str, task: TaskConfig, examples: list[Any]) -> list[Any]:
@@ -101,6 +104,23 @@ def _student(task: TaskConfig, family: str, seed: int, params: dict[str, dict[st
     (:meth:`~downsize.tasks.TaskConfig.student_params`), then the caller's parameters."""
     return make_student(family, task_kind=task.kind,
                         **{"random_state": seed, **task.student_params(family), **params.get(family, {})})
+
+
+def embedding_cache_dir(home: str | os.PathLike[str]) -> Path:
+    """Where MiniLM sentence vectors are cached (SQLite, keyed by text hash and model), so that
+    re-training and re-calibrating a project never embeds the same text twice."""
+    return Path(home) / "cache" / "embeddings"
+
+
+def _with_embedding_cache(task: TaskConfig, params: dict[str, dict[str, Any]],
+                          home: Path) -> dict[str, dict[str, Any]]:
+    """``params`` plus the project's embedding cache for every family that takes a ``cache_dir``."""
+    out = {f: dict(p) for f, p in params.items()}
+    for family in task.students:
+        cls = FAMILIES.get((task.kind, family), (None,))[0]
+        if cls is not None and "cache_dir" in inspect.signature(cls).parameters:
+            out.setdefault(family, {}).setdefault("cache_dir", os.fspath(embedding_cache_dir(home)))
+    return out
 
 
 def _select(task: TaskConfig, kinds: list[str], X: list[str], y: list[Any], seed: int,
@@ -194,7 +214,7 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     if synth:
         notes.append(f"{len(synth)} synthetic example(s) in training with weight {w:g} ({n_syn} rows); "
                      "none in the calibration split")
-    params = student_params or {}
+    params = _with_embedding_cache(task, student_params or {}, config.home_dir())
     selection: list[dict[str, Any]] = []
     reason = f"configured student {kind!r}"
     if kind == "auto":
@@ -280,9 +300,11 @@ def student_dir(sv: StudentVersion, home: str | os.PathLike[str] | None) -> Path
     return Path(home) / p
 
 
-def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None = None) -> Any:
+def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None = None, *,
+                         embedding_cache: bool = False) -> Any:
     """Load a saved student (its path resolved by :func:`student_dir`), checking its manifest against
-    the checksum in the store."""
+    the checksum in the store. ``embedding_cache``: MiniLM students read and write the project's
+    embedding cache (:func:`embedding_cache_dir`; calibration does, the request path does not)."""
     path = student_dir(sv, home)
     manifest = path / "manifest.json"
     if not manifest.exists():
@@ -292,6 +314,8 @@ def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None
             f"student {sv.task} v{sv.version}: {manifest} does not match the checksum recorded when it was "
             "trained; the file was modified or corrupted: retrain with `downsize train`"
         )
+    if embedding_cache and home is not None:
+        return load_student(path, cache_dir=os.fspath(embedding_cache_dir(home)))
     return load_student(path)
 
 
@@ -325,7 +349,7 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
             f"task {task_name!r}: student v{sv.version} was trained without a calibration split (its labels are "
             "synthetic, or too few are real): calibration needs real traffic. Label some with `downsize label "
             f"{task_name} DATA` or `downsize audit import LOGS --task {task_name}`, then train and calibrate again")
-    student = load_student_version(sv, config.home_dir())
+    student = load_student_version(sv, config.home_dir(), embedding_cache=True)
     cal_ids = set(sv.calib_example_ids)
     effective = {e.example_id: e for e in store.labelled_examples(task_name) if e.example_id in cal_ids}
     if not effective:

@@ -24,6 +24,11 @@ Students (one module each)
     all-MiniLM-L6-v2 sentence vectors (torch-free, :mod:`downsize.students.encoder`) with a
     logistic-regression head. Only the head is saved; the manifest pins the encoder's
     ONNX sha256, which ``load`` checks against the installed package.
+``FinetuneStudent`` (:mod:`.finetune`)
+    all-MiniLM-L6-v2 fine-tuned end to end with a classification head (torch, the
+    ``[finetune]`` extra), exported to int8 ONNX and served by onnxruntime (``[minilm]``
+    only); temperature-calibrated on a held-out split. ``auto`` does not try it (see
+    :data:`OPT_IN`): name it with ``student: finetune``.
 
 Multi-label (``kind: multilabel``)
 ----------------------------------
@@ -54,6 +59,7 @@ from ..errors import StudentError
 from .artifacts import read_manifest
 from .base import Student
 from .encoder import minilm_available
+from .finetune import FinetuneStudent, finetune_available
 from .minilm import MiniLMStudent
 from .multilabel import MultiLabelStudent
 from .tagger import TaggerStudent
@@ -63,32 +69,46 @@ __all__ = [
     "Student",
     "TfidfStudent",
     "MiniLMStudent",
+    "FinetuneStudent",
     "MultiLabelStudent",
     "TaggerStudent",
+    "OPT_IN",
     "STUDENTS",
     "FAMILIES",
     "available",
     "make_student",
     "load_student",
     "minilm_available",
+    "finetune_available",
 ]
 
 #: Saved students by the ``name`` in their manifest (what :func:`load_student` dispatches on).
-STUDENTS: dict[str, type[Any]] = {"tfidf": TfidfStudent, "minilm": MiniLMStudent, "tagger": TaggerStudent,
-                                  "multilabel": MultiLabelStudent}
+STUDENTS: dict[str, type[Any]] = {
+    "tfidf": TfidfStudent,
+    "minilm": MiniLMStudent,
+    "finetune": FinetuneStudent,
+    "tagger": TaggerStudent,
+    "multilabel": MultiLabelStudent,
+}
 
 #: (task kind, family) → the student class and the parameters that family fixes. A task's
 #: ``student:`` names a family; its kind (``TaskConfig.students``) says which families fit it.
 FAMILIES: dict[tuple[str, str], tuple[type[Any], dict[str, Any]]] = {
     ("classify", "tfidf"): (TfidfStudent, {}),
     ("classify", "minilm"): (MiniLMStudent, {}),
+    ("classify", "finetune"): (FinetuneStudent, {}),
     ("multilabel", "tfidf"): (MultiLabelStudent, {"features": "tfidf"}),
     ("multilabel", "minilm"): (MultiLabelStudent, {"features": "minilm"}),
     ("extract", "crf"): (TaggerStudent, {}),
 }
 
 #: Families that need an optional extra, and the extra.
-_EXTRAS = {"minilm": ("minilm", minilm_available)}
+_EXTRAS = {"minilm": ("minilm", minilm_available), "finetune": ("finetune", finetune_available)}
+
+_HINTS = {"finetune": "pip install torch==2.13.0 (torch's CPU wheel first, or pip pulls a CUDA build), then "}
+
+#: Families ``auto`` leaves out unless named: fitting them takes minutes, not seconds.
+OPT_IN = frozenset({"finetune"})
 
 
 def available(family: str, *, task_kind: str = "classify") -> bool:
@@ -117,7 +137,8 @@ def make_student(family: str, *, task_kind: str = "classify", **params: Any) -> 
     need = _EXTRAS.get(family)
     if need is not None and not need[1]():
         raise StudentError(
-            f"the {family!r} student needs the [{need[0]}] extra: pip install 'downsize[{need[0]}]'"
+            f"the {family!r} student needs the [{need[0]}] extra: {_HINTS.get(family, '')}"
+            f"pip install 'downsize[{need[0]}]'"
         )
     try:
         return cls(**{**fixed, **params})

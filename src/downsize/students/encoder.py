@@ -30,15 +30,22 @@ from typing import Any
 import numpy as np
 
 from ..errors import StudentError
+from .batching import (
+    PROGRESS_MIN,
+    TOKENIZER_ASSET as _TOKENIZER_ASSET,
+    TRUNCATIONS,
+    head_tail,
+    length_batches,
+    load_tokenizer,
+    pad,
+    progress_bar,
+)
 
 __all__ = ["MiniLMEncoder", "minilm_available", "model_info", "DIM"]
 
 #: Width of the sentence vectors.
 DIM = 384
 _INSTALL_HINT = "pip install 'downsize[minilm]'"
-_TOKENIZER_ASSET = "minilm-tokenizer.json"
-
-
 def minilm_available() -> bool:
     """Whether onnxruntime, tokenizers and the packaged model can be imported."""
     try:
@@ -196,6 +203,11 @@ class MiniLMEncoder:
         ``max_length``). Without it, only the in-memory cache is used.
     memory_cache_size : int, default=50_000
         Most-recently used vectors kept in memory (1.5 KB each).
+    truncation : {"head_tail", "head"}, default="head_tail"
+        How a text over ``max_length`` tokens is cut (:func:`head_tail`).
+    progress : bool, optional
+        Show a progress bar on stderr while embedding; default: only for runs of at least
+        ``PROGRESS_MIN`` texts that are not in a cache.
 
     Attributes
     ----------
@@ -217,13 +229,19 @@ class MiniLMEncoder:
         threads: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         memory_cache_size: int = 50_000,
+        truncation: str = "head_tail",
+        progress: bool | None = None,
     ) -> None:
         if not isinstance(max_length, int) or not 8 <= max_length <= 512:
             raise StudentError(f"max_length must be an integer in [8, 512], got {max_length!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise StudentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if truncation not in TRUNCATIONS:
+            raise StudentError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
         self.max_length = max_length
         self.batch_size = batch_size
+        self.truncation = truncation
+        self.progress = progress
         self.threads = threads
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.memory_cache_size = memory_cache_size
@@ -238,28 +256,25 @@ class MiniLMEncoder:
     def __repr__(self) -> str:
         return (
             f"MiniLMEncoder(max_length={self.max_length}, batch_size={self.batch_size}, "
-            f"threads={self.threads}, cache_dir={str(self.cache_dir) if self.cache_dir else None!r})"
+            f"truncation={self.truncation!r}, threads={self.threads}, cache_dir={str(self.cache_dir) if self.cache_dir else None!r})"
         )
 
     # -- lazy resources ---------------------------------------------------------------
     @property
     def namespace(self) -> str:
-        """Cache namespace: model id, ONNX sha256 prefix and ``max_length``."""
+        """Cache namespace: model id, ONNX sha256 prefix, ``max_length`` and truncation."""
         if self._namespace is None:
             info = model_info()
-            self._namespace = f"{info['model_id']}-{info['onnx_sha256'][:16]}-L{self.max_length}"
+            cut = "" if self.truncation == "head" else "-ht"  # "head" keeps the older caches
+            self._namespace = f"{info['model_id']}-{info['onnx_sha256'][:16]}-L{self.max_length}{cut}"
         return self._namespace
 
     def _load(self) -> None:
         with self._lock:
             if self._session is not None:
                 return
-            ort, tokenizers, pkg = _require()
-            tok_path = resources.files("downsize").joinpath("_assets", _TOKENIZER_ASSET)
-            with resources.as_file(tok_path) as p:
-                tokenizer = tokenizers.Tokenizer.from_file(str(p))
-            tokenizer.no_padding()  # the asset pads to 128; we pad per batch ourselves
-            tokenizer.enable_truncation(max_length=self.max_length)
+            ort, _, pkg = _require()
+            tokenizer = load_tokenizer()
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = int(self.threads or _cpu_count())
             opts.inter_op_num_threads = 1
@@ -335,29 +350,30 @@ class MiniLMEncoder:
         return out
 
     def _run(self, texts: list[str]) -> np.ndarray:
-        """Run the model on ``texts`` (no cache), sorted by length and batched."""
+        """Run the model on ``texts`` (no cache): cut to ``max_length``, sorted by length,
+        each batch padded to its own longest text (short texts in batches of up to
+        ``batch_size × max_length`` tokens)."""
         self._load()
-        encs = self._tokenizer.encode_batch(texts, add_special_tokens=True)
-        lengths = np.array([len(e.ids) for e in encs])
-        order = np.argsort(lengths, kind="stable")
+        rows = [
+            head_tail(e.ids, self.max_length, self.truncation)
+            for e in self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        ]
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         out = np.empty((len(texts), DIM), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = int(lengths[idx].max())
-            ids = np.zeros((len(idx), width), dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            for row, j in enumerate(idx):
-                n = lengths[j]
-                ids[row, :n] = encs[j].ids
-                mask[row, :n] = 1
-            hidden = self._session.run(
-                ["last_hidden_state"],
-                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
-            )[0]
-            m = mask[:, :, None].astype(np.float32)
-            pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-            out[idx] = pooled / np.maximum(norms, 1e-12)
+        show = self.progress if self.progress is not None else len(texts) >= PROGRESS_MIN
+        with progress_bar(show) as bar:
+            task = bar.add_task("embedding (MiniLM)", total=len(texts), note="")
+            for idx in length_batches(lengths, self.batch_size, self.batch_size * self.max_length):
+                ids, mask = pad([rows[j] for j in idx])
+                hidden = self._session.run(
+                    ["last_hidden_state"],
+                    {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+                )[0]
+                m = mask[:, :, None].astype(np.float32)
+                pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+                norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+                out[idx] = pooled / np.maximum(norms, 1e-12)
+                bar.advance(task, len(idx))
         with self._lock:
             self.n_encoded += len(texts)
         return out

@@ -16,16 +16,19 @@ import numpy as np
 from ..errors import CorruptArtifactError, StudentError
 from .artifacts import dump_skops, load_skops
 from .base import CALIBRATED_TYPES, MODEL_FILE, Student, calibrated, check_param, check_texts, is_int
+from .batching import TRUNCATIONS
 from .encoder import MiniLMEncoder, minilm_available, model_info
 
 __all__ = ["MiniLMStudent"]
 
 
 @functools.lru_cache(maxsize=4)
-def _shared_encoder(max_length: int, batch_size: int, cache_dir: str | None) -> Any:
+def _shared_encoder(max_length: int, batch_size: int, cache_dir: str | None, truncation: str) -> Any:
     """One encoder (one onnxruntime session, one memory cache) per configuration."""
 
-    return MiniLMEncoder(max_length=max_length, batch_size=batch_size, cache_dir=cache_dir)
+    return MiniLMEncoder(
+        max_length=max_length, batch_size=batch_size, cache_dir=cache_dir, truncation=truncation
+    )
 
 
 class MiniLMStudent(Student):
@@ -43,6 +46,8 @@ class MiniLMStudent(Student):
         Texts per encoder call.
     cache_dir : str or Path, optional
         On-disk embedding cache (not saved with the student: pass it to ``load``).
+    truncation : {"head_tail", "head"}, default="head_tail"
+        How texts over ``max_length`` tokens are cut (students saved in format 1 used "head").
     calibration : {"temperature", "sigmoid", "isotonic"}, default="temperature"
     calibration_cv : int, default=5
     min_examples_per_label : int, default=5
@@ -60,7 +65,7 @@ class MiniLMStudent(Student):
     """
 
     name = "minilm"
-    version = 1
+    version = 2  # 2: the ``truncation`` parameter (format 1 cut the head only)
     _runtime_params = ("cache_dir", "batch_size")
 
     def __init__(
@@ -70,6 +75,7 @@ class MiniLMStudent(Student):
         max_length: int = 128,
         batch_size: int = 32,
         cache_dir: str | os.PathLike[str] | None = None,
+        truncation: str = "head_tail",
         calibration: str = "temperature",
         calibration_cv: int = 5,
         min_examples_per_label: int = 5,
@@ -79,6 +85,7 @@ class MiniLMStudent(Student):
         self.max_length = max_length
         self.batch_size = batch_size
         self.cache_dir = cache_dir
+        self.truncation = truncation
         self.calibration = calibration
         self.calibration_cv = calibration_cv
         self.min_examples_per_label = min_examples_per_label
@@ -93,12 +100,15 @@ class MiniLMStudent(Student):
             "an integer in [8, 512]",
         )
         check_param(is_int(self.batch_size, 1), "batch_size", self.batch_size, "a positive integer")
+        check_param(
+            self.truncation in TRUNCATIONS, "truncation", self.truncation, f"one of {TRUNCATIONS}"
+        )
 
     @property
     def encoder(self) -> Any:
         """The (shared) :class:`~downsize.students.encoder.MiniLMEncoder` for these parameters."""
         cache = os.fspath(self.cache_dir) if self.cache_dir is not None else None
-        return _shared_encoder(int(self.max_length), int(self.batch_size), cache)
+        return _shared_encoder(int(self.max_length), int(self.batch_size), cache, str(self.truncation))
 
     def embed(self, X: Sequence[str]) -> np.ndarray:
         """The 384-d unit vectors the head sees."""
@@ -133,6 +143,14 @@ class MiniLMStudent(Student):
 
     def _manifest_extra(self) -> dict[str, Any]:
         return {"encoder": dict(self.encoder_info_, max_length=int(self.max_length))}
+
+    @classmethod
+    def _from_manifest(
+        cls, directory: Path, manifest: dict[str, Any], blobs: dict[str, bytes], runtime: dict[str, Any]
+    ) -> Any:
+        if manifest.get("version") == 1:  # format 1 had no truncation parameter: it cut the head
+            manifest = {**manifest, "params": {"truncation": "head", **manifest["params"]}}
+        return super()._from_manifest(directory, manifest, blobs, runtime)
 
     def _restore(self, blobs: dict[str, bytes], manifest: dict[str, Any], directory: Path) -> None:
 

@@ -19,10 +19,12 @@ from ..base import check_param, check_texts, is_int, is_range
 from .decode import StackedConfidence, decode, describe, row_f1, set_key
 from .features import FEATURES
 from .heads import apply_platt, fit_heads, fit_platt, out_of_fold, scores
+from .neighbours import Neighbours
 
 __all__ = ["MultiLabelStudent"]
 
 _HEADS, _STATE = "heads.npz", "multilabel.json"
+_NEIGHBOURS, _NEIGHBOUR_TERMS = "neighbours.npz", "neighbour_terms.json"
 _LOSSES = ("exact", "f1")
 #: C of the heads when ``C=None``, per featuriser.
 _DEFAULT_C = {"tfidf": 0.5, "minilm": 1.0}
@@ -90,6 +92,8 @@ class MultiLabelStudent(BaseEstimator):
     intercept_, platt_ : ndarray
     confidence_ : dict
         ``{"exact": StackedConfidence, "f1": StackedConfidence}``.
+    neighbours_ : Neighbours
+        The training texts' cosine index and label sets (descriptors of the confidence).
     oof_exact_, oof_f1_ : float
         Exact-match rate and mean F1 of the out-of-fold answers.
     n_train_ : int
@@ -206,17 +210,20 @@ class MultiLabelStudent(BaseEstimator):
         self.label_counts_ = counts.astype(int)
         self.set_counts_ = dict(Counter(set_key(np.flatnonzero(r)) for r in Y))
         self.n_train_ = len(texts)
+        self.neighbours_ = Neighbours().fit(texts, Y)
+        found = self.neighbours_.query(texts, training=True)
         P = apply_platt(S, self.platt_)
         self.confidence_ = {}
         for loss in _LOSSES:
             M = decode(P, loss, max_labels=self.max_labels, allow_empty=self.allow_empty_)
             target = (M == Y).all(1).astype(float) if loss == "exact" else row_f1(M, Y)
-            self.confidence_[loss] = StackedConfidence.fit(self._describe(P, M), target)
+            self.confidence_[loss] = StackedConfidence.fit(self._describe(P, M, found), target)
             setattr(self, f"oof_{loss}_", float(target.mean()))
         return self
 
-    def _describe(self, P: np.ndarray, M: np.ndarray) -> np.ndarray:
-        return describe(P, M, self.set_counts_, self.label_counts_, self.n_train_)
+    def _describe(self, P: np.ndarray, M: np.ndarray, found: Any) -> np.ndarray:
+        return np.hstack([describe(P, M, self.set_counts_, self.label_counts_, self.n_train_),
+                          self.neighbours_.describe(M, found)])
 
     # -- predict --------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -226,7 +233,9 @@ class MultiLabelStudent(BaseEstimator):
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         """Calibrated probability of each label, shape ``(len(X), len(classes_))`` (rows need not sum to 1)."""
         self._check_fitted()
-        texts = check_texts(X, fit=False)
+        return self._proba(check_texts(X, fit=False))
+
+    def _proba(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.empty((0, len(self.classes_)))
         return apply_platt(scores(self.features_.transform(texts), self.coef_, self.intercept_), self.platt_)
@@ -242,11 +251,13 @@ class MultiLabelStudent(BaseEstimator):
         """Each text's label set (sorted tuple) and its record confidence for ``loss``: the
         probability that the set is exactly right (``exact``), or its expected F1 (``f1``)."""
         loss = self._loss(loss)
-        P = self.predict_proba(X)
-        if not len(P):
+        self._check_fitted()
+        texts = check_texts(X, fit=False)
+        if not texts:
             return [], np.empty(0)
+        P = self._proba(texts)
         M = decode(P, loss, max_labels=self.max_labels, allow_empty=self.allow_empty_)
-        conf = self.confidence_[loss].predict(self._describe(P, M))
+        conf = self.confidence_[loss].predict(self._describe(P, M, self.neighbours_.query(texts)))
         names = self.classes_
         return [tuple(sorted(names[m])) for m in M], conf
 
@@ -268,8 +279,10 @@ class MultiLabelStudent(BaseEstimator):
         state = {"confidence": {k: v.to_json() for k, v in self.confidence_.items()},
                  "set_counts": self.set_counts_, "allow_empty": self.allow_empty_,
                  "dropped_labels": self.dropped_labels_, "oof_exact": self.oof_exact_, "oof_f1": self.oof_f1_}
+        terms = json.dumps(self.neighbours_.vocabulary(), ensure_ascii=False, separators=(",", ":"))
         return {**self.features_.files(), _HEADS: buf.getvalue(),
-                _STATE: json.dumps(state, ensure_ascii=False, sort_keys=True).encode("utf-8")}
+                _STATE: json.dumps(state, ensure_ascii=False, sort_keys=True).encode("utf-8"),
+                _NEIGHBOURS: self.neighbours_.to_bytes(), _NEIGHBOUR_TERMS: terms.encode("utf-8")}
 
     def size_bytes(self) -> int:
         """Bytes the saved student takes on disk (serialises it if it was not saved yet)."""
@@ -327,7 +340,7 @@ class MultiLabelStudent(BaseEstimator):
                                        f"({exc})") from None
         feats = st._featuriser()
         feats.restore(blobs, manifest, directory)
-        for f in (_HEADS, _STATE):
+        for f in (_HEADS, _STATE, _NEIGHBOURS, _NEIGHBOUR_TERMS):
             if f not in blobs:
                 raise CorruptArtifactError(f"{directory / 'manifest.json'}: does not list {f}")
         try:
@@ -344,6 +357,7 @@ class MultiLabelStudent(BaseEstimator):
             st.allow_empty_ = bool(state["allow_empty"])
             st.dropped_labels_ = list(state["dropped_labels"])
             st.oof_exact_, st.oof_f1_ = float(state["oof_exact"]), float(state["oof_f1"])
+            st.neighbours_ = Neighbours.from_bytes(blobs[_NEIGHBOURS], json.loads(blobs[_NEIGHBOUR_TERMS]))
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptArtifactError(f"{directory}: the saved multi-label state is incomplete ({exc!r})") from None
         n_labels = len(manifest["classes"])

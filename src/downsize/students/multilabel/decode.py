@@ -15,7 +15,8 @@ overconfident on texts unlike their training data, so a logistic regression lear
 :data:`DESCRIPTORS` of each out-of-fold answer, P(the set equals the reference) for ``exact`` and
 the expected F1 with the reference for ``f1`` (fractional targets: cross-entropy against the
 realised F1). The descriptors are generic (probabilities, margins, sizes, how familiar the decoded
-set and its labels are); the regression weighs them per task. It is a few numbers, kept as JSON.
+set and its labels are, how it agrees with the answers of the most similar training texts,
+:mod:`.neighbours`); the regression weighs them per task. It is a few numbers, kept as JSON.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DESCRIPTORS", "StackedConfidence", "decode", "describe", "row_f1", "set_key"]
+from .neighbours import NEIGHBOUR_DESCRIPTORS
+
+__all__ = ["DESCRIPTORS", "STACKED", "StackedConfidence", "decode", "describe", "row_f1", "set_key"]
 
 DESCRIPTORS = (
     "log_p_set",
@@ -39,6 +42,8 @@ DESCRIPTORS = (
     "log_rarest_label",
     "empty",
 )
+#: What the stacked confidence sees: :data:`DESCRIPTORS` then the neighbours' (:mod:`.neighbours`).
+STACKED = DESCRIPTORS + NEIGHBOUR_DESCRIPTORS
 _EPS = 1e-6
 _LOGIT_CAP = 15.0
 
@@ -161,11 +166,11 @@ class StackedConfidence:
         return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
     def to_json(self) -> dict[str, Any]:
-        return {"descriptors": list(DESCRIPTORS), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+        return {"descriptors": list(STACKED), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
                 "coef": self.coef.tolist(), "intercept": self.intercept}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> StackedConfidence:
-        if list(obj.get("descriptors", [])) != list(DESCRIPTORS):
-            raise ValueError(f"descriptors {obj.get('descriptors')} are not {list(DESCRIPTORS)}")
+        if list(obj.get("descriptors", [])) != list(STACKED) or len(obj["coef"]) != len(STACKED):
+            raise ValueError(f"descriptors {obj.get('descriptors')} are not {list(STACKED)}")
         return cls(obj["mean"], obj["scale"], obj["coef"], obj["intercept"])

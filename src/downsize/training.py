@@ -325,8 +325,10 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     """Pick λ for the latest student on its held-out split and record the run.
 
     ``save=False`` (``calibrate --dry-run``) computes and returns the run without recording it. A
-    run in which no threshold qualifies is not recorded over a calibration of the same student that
-    has one (that would send every request to the teacher at once) unless ``force``.
+    run in which no threshold qualifies at another α or δ is not recorded over a calibration of the
+    same student that has one (that would send every request to the teacher at once) unless
+    ``force``; at the same α and δ it is (the labels or the reference changed, and the old λ no
+    longer holds).
 
     With the task's ``reference: human`` the split's rows labelled by people are the reference once
     there are enough of them (see :func:`_reference_rows`); ``details["reference_rows"]`` says how
@@ -336,7 +338,8 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     ------
     CalibrationError
         No student yet, too little calibration data for the requested α and δ, or (without
-        ``force``) nothing qualifies where the current calibration has a threshold.
+        ``force``) nothing qualifies at an α or δ other than the current calibration's, which has a
+        threshold.
     """
     task = config.task(task_name)
     alpha = task.alpha if alpha is None else alpha
@@ -387,7 +390,9 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     if not save:
         return run, cal
     prev = None if force or run.threshold is not None else store.latest_calibration(task_name, student_version_id=sv.id)
-    if prev is not None and prev.threshold is not None:
+    # a new α or δ that nothing meets is a setting to reconsider; at the same α and δ the evidence
+    # changed (corrected labels, another reference) and the working threshold no longer holds
+    if prev is not None and prev.threshold is not None and (prev.alpha, prev.delta) != (alpha, delta):
         raise CalibrationError(
             f"task {task_name!r}: no threshold qualifies at alpha={alpha:g}, delta={delta:g} on {run.n_calib:,} "
             f"held-out rows of v{sv.version}; kept the current calibration (threshold {prev.threshold:.4f} at "

@@ -234,13 +234,14 @@ def main() -> None:
                   f"(oracle {r['oracle_purity']:.3f}) completeness {r['completeness']:.3f} recovered "
                   f"{r['recovered']}/{r['sites']}")
         results["many_sites"] = ms
-        print(f"\n   through `downsize serve` (pass-through to the replay teacher, real uvicorn + openai SDK), "
-              f"{a.gateway_n:,} requests:")
-        gwr = through_gateway(a.gateway_n, seed=3)
-        print(f"   logged {gwr['logged']:,}, templates {gwr['templates']}, purity {gwr['purity']:.3f}, completeness "
-              f"{gwr['completeness']:.3f}, worst template recall {gwr['worst_recall']:.3f}; open-ended never "
-              f"recommended: {gwr['open_ended_never_recommended']} ({gwr['drive_seconds']:.0f} s to drive)")
-        results["through_gateway"] = gwr
+        if a.gateway_n > 0:
+            print(f"\n   through `downsize serve` (pass-through to the replay teacher, real uvicorn + openai SDK), "
+                  f"{a.gateway_n:,} requests:")
+            gwr = through_gateway(a.gateway_n, seed=3)
+            print(f"   logged {gwr['logged']:,}, templates {gwr['templates']}, purity {gwr['purity']:.3f}, completeness "
+                  f"{gwr['completeness']:.3f}, worst template recall {gwr['worst_recall']:.3f}; open-ended never "
+                  f"recommended: {gwr['open_ended_never_recommended']} ({gwr['drive_seconds']:.0f} s to drive)")
+            results["through_gateway"] = gwr
         if not a.no_drain3:
             try:
                 print(f"\n   baseline drain3 on the same {len(main_d.records):,} chat-pair requests:")
@@ -274,6 +275,11 @@ def main() -> None:
                   f"(in interval: {f['in_interval']}); disagreement {100 * f['disagreement']:.2f} % "
                   f"(≤ α={100 * f['alpha']:g} %: {f['within_alpha']})")
         results["fresh"] = fresh
+        if a.speed_n <= 0:
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            a.json.write_text(json.dumps(results, indent=1, default=str))
+            print(f"\nresults: {a.json}")
+            return
         print(f"\n## 4. speed: audit of {a.speed_n:,} log lines (target ≤ 60 s on 2 cores; busy machine)\n")
         sp = speed(a.speed_n, Path(tmp) / "speed")
         st = ", ".join(f"{k} {v:.1f}" for k, v in sp["stages"].items())

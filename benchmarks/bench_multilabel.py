@@ -107,10 +107,10 @@ def resplits(conf: np.ndarray, loss: np.ndarray, n_cal: int, alpha: float, n: in
             "realised_max": float(np.max(risks)) if risks else None}
 
 
-def make(model: str):
+def make(model: str, params: dict):
     if model == "plain":
         return PlainOvR()
-    return MultiLabelStudent(features=model)
+    return MultiLabelStudent(features=model, **params)
 
 
 def speed(model, texts: list[str], loss: str) -> dict:
@@ -128,6 +128,8 @@ def main() -> None:
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.10])
     ap.add_argument("--models", nargs="+", default=["plain", "tfidf"], choices=["plain", "tfidf", "minilm"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--params", type=json.loads, default={},
+                    help='MultiLabelStudent parameters as JSON, e.g. \'{"word_ngrams": [1, 1]}\'')
     args = ap.parse_args()
 
     train, test = load("train"), load("test")
@@ -140,10 +142,10 @@ def main() -> None:
     X_fit, Y_fit = [r["text"] for r in fit_rows], [r["labels"] for r in fit_rows]
     X_pool, Y_pool = [r["text"] for r in pool], [tuple(sorted(r["labels"])) for r in pool]
     out: dict = {"dataset": "debtags", "n_fit": n_fit, "n_cal": n_cal, "n_pool": len(pool), "delta": DELTA,
-                 "bound": "hoeffding_bentkus", "models": {}}
+                 "bound": "hoeffding_bentkus", "params": args.params, "models": {}}
     for model in args.models:
         t0 = time.perf_counter()
-        m = make(model).fit(X_fit, Y_fit)
+        m = make(model, {k: tuple(v) if isinstance(v, list) else v for k, v in args.params.items()}).fit(X_fit, Y_fit)
         row: dict = {"fit_seconds": time.perf_counter() - t0, "losses": {}}
         for loss in ("exact", "f1"):
             answers, conf = m.predict_with_confidence(X_pool, loss=loss)
@@ -172,6 +174,7 @@ def main() -> None:
         f"{out['models'][m]['speed']['rows_per_cpu_s']:,.0f} rows/CPU-s" for m in args.models))
     RESULTS.mkdir(exist_ok=True)
     suffix = "" if args.models == ["plain", "tfidf"] else "-" + "-".join(args.models)
+    suffix += "".join(f"-{k}={v}" for k, v in args.params.items()).replace(" ", "")
     path = RESULTS / f"multilabel-debtags{suffix}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")

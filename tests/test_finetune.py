@@ -201,3 +201,35 @@ def test_minilm_students_of_format_1_keep_cutting_the_head(rt: dict[str, list[st
     m["checksum"] = sha256_bytes(_canonical(m))
     (path / "manifest.json").write_text(json.dumps(m))
     assert load_student(path).truncation == "head"
+
+
+@pytest.mark.skipif(not minilm_available(), reason="the [minilm] extra is not installed")
+def test_retraining_a_minilm_task_embeds_nothing_twice(rt: dict[str, list[str]], tmp_path: Path) -> None:
+    """The project's embedding cache (home/cache/embeddings) outlives the process's memory cache:
+    a second `train` + `calibrate` of the same labels runs the encoder on no text."""
+    from downsize.config import Config
+    from downsize.store import Store
+    from downsize.students.minilm import _shared_encoder
+    from downsize.training import calibrate_task, embedding_cache_dir, train_task
+
+    cfg = Config.model_validate({
+        "store": f"sqlite:///{tmp_path / 'd.db'}", "home": str(tmp_path / "home"),
+        "teachers": {"default": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}},
+        "tasks": {"rt": {"instructions": "Sentiment.", "labels": {"positive": "", "negative": ""},
+                         "student": "minilm", "alpha": 0.3}},
+    })
+    store = Store(cfg.store_url())
+    try:
+        ids = store.add_examples("rt", rt["X"], source="test")
+        store.add_labels("rt", list(zip(ids, rt["y"])), source="teacher")
+        train_task(store, cfg, "rt")
+        calibrate_task(store, cfg, "rt")
+        cache = str(embedding_cache_dir(cfg.home_dir()))
+        assert list(Path(cache).glob("*.sqlite"))
+        assert _shared_encoder(128, 32, cache, "head_tail").n_encoded == len(rt["X"])
+        _shared_encoder.cache_clear()  # as in a new process: empty memory caches
+        train_task(store, cfg, "rt")
+        calibrate_task(store, cfg, "rt")
+        assert _shared_encoder(128, 32, cache, "head_tail").n_encoded == 0
+    finally:
+        store.close()

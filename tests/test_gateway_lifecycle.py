@@ -173,6 +173,8 @@ def test_suspended_and_teacher_down_is_student_fallback_marked_suspended(base: d
             assert "suspended" in r.json()["downsize"]["reason"]
             h = c.get("/healthz").json()["tasks"]["news"]
             assert h["mode"] == "suspended" and "9 of 20" in h["reason"]
+            body = c.get("/healthz").json()
+            assert body["status"] == "degraded" and any("suspended" in r for r in body["reasons"])
             assert 'downsize_task_suspended{task="news"} 1.0' in c.get("/metrics").text
 
 
@@ -233,7 +235,7 @@ def test_hot_reload_in_every_worker_and_a_corrupt_version_is_refused(base: dict[
             ts = [threading.Thread(target=traffic, args=(c,)) for c in clients for _ in range(3)]
             for t in ts:
                 t.start()
-            time.sleep(0.5)
+            wait_for(lambda: n[0] >= 10, "traffic to flow")
             lifecycle.promote(st, cfg, "news", res.version, actor="cli")
             rts = [a.state.gateway.tasks["news"] for a in apps]
             wait_for(lambda: all(rt.cascade.student_version_id == res.student_version_id for rt in rts), "reload")
@@ -250,7 +252,7 @@ def test_hot_reload_in_every_worker_and_a_corrupt_version_is_refused(base: dict[
             stop.set()
             for t in ts:
                 t.join()
-        assert not errors and n[0] > 20, (errors[:3], n)
+        assert not errors and n[0] >= 10, (errors[:3], n)
         assert all(rt.cascade.student_version_id == res.student_version_id for rt in rts)
         with st.session() as s:
             refused = s.scalars(select(TaskEvent).where(TaskEvent.kind == "refused")).all()

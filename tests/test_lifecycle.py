@@ -268,3 +268,16 @@ def test_the_cli_verbs(proj: tuple[Config, Store], demo: dict[str, list[Any]], t
     assert r.exit_code == 1 and lifecycle.live(store, "news").suspended
     r = run(app, ["resume", "news", "--yes", "-c", str(y)])
     assert r.exit_code == 0 and "no new evidence" in r.output and not lifecycle.live(store, "news").suspended
+
+
+def test_the_report_says_why_a_task_is_suspended(proj: tuple[Config, Store]) -> None:
+    from downsize.report import build_report
+
+    cfg, store = proj
+    lifecycle.suspend(store, "news", expect=lifecycle.live(store, "news"), message="live risk above alpha=0.1: 9 of 30",
+                      evidence={"checks": 30, "disagreements": 9, "statistic": 45.0})
+    rep = build_report(store, cfg)
+    life = rep["tasks"]["news"]["lifecycle"]
+    assert life["state"] == "suspended" and life["suspended"]["evidence"]["disagreements"] == 9
+    [step] = [s for s in rep["next_steps"] if s["kind"] == "suspended"]
+    assert "9 of 30" in step["detail"] and step["command"] == "downsize retrain news"

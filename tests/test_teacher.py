@@ -103,7 +103,10 @@ def test_parse_label_punctuation_and_case_variants_of_a_label() -> None:
 
 
 def test_parse_label_labels_that_collide_when_normalised_are_ambiguous() -> None:
-    assert parse_label("a-b", ["a-b", "ab"]) is None
+    # an exact spelling names its label; a spelling that only normalises to several is ambiguous
+    assert parse_label("a-b", ["a-b", "ab"]) == "a-b"
+    assert parse_label("A_B", ["a-b", "ab"]) is None
+    assert parse_label("A B.", ["a-b", "ab"]) is None
     assert parse_label("c", ["a-b", "ab", "c"]) == "c"
 
 
@@ -125,10 +128,20 @@ def test_parse_label_round_trips_every_distinct_label(labels: list[str], data: s
 
     keys = [_norm(x) for x in labels]
     lab = data.draw(st.sampled_from(labels))
-    expected = lab if keys.count(_norm(lab)) == 1 else None
-    assert parse_label(lab, labels) == expected
-    assert parse_label(json.dumps({"label": lab}), labels) == expected
-    assert parse_label(f"Label: {lab}", labels) in (expected, None)
+    # spelt exactly, a label is always recovered, even when another one normalises the same
+    assert parse_label(lab, labels) == lab
+    assert parse_label(json.dumps({"label": lab}), labels) == lab
+    # spelt differently (case and punctuation), only a label whose normalised form is unique is
+    variant = lab.swapcase().replace(" ", "_")
+    casefold_hits = [x for x in labels if " ".join(x.casefold().split()) == " ".join(variant.casefold().split())]
+    if variant in labels:
+        expected: str | None = variant
+    elif casefold_hits:
+        expected = casefold_hits[0] if len(casefold_hits) == 1 else None
+    else:
+        expected = lab if keys.count(_norm(lab)) == 1 else None
+    assert parse_label(variant, labels) == expected
+    assert parse_label(f"Label: {lab}", labels) in (lab, None)
 
 
 # ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ version, and records the split so that ``calibrate_task`` uses exactly the held-
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from .calibration import ThresholdCalibrator, min_calibration_size
 from .config import Config
 from .errors import AnswerError, CalibrationError, CorruptArtifactError, StudentError
 from .store import CalibrationRun, Store, StudentVersion
-from .students import OPT_IN, available, load_student, make_student
+from .students import FAMILIES, OPT_IN, available, load_student, make_student
 from .students.artifacts import sha256_bytes
 from .tasks import TaskConfig
 
@@ -29,6 +30,7 @@ __all__ = [
     "TrainResult",
     "calibrate_task",
     "candidate_kinds",
+    "embedding_cache_dir",
     "load_student_version",
     "student_dir",
     "train_task",
@@ -102,6 +104,23 @@ def _student(task: TaskConfig, family: str, seed: int, params: dict[str, dict[st
     (:meth:`~downsize.tasks.TaskConfig.student_params`), then the caller's parameters."""
     return make_student(family, task_kind=task.kind,
                         **{"random_state": seed, **task.student_params(family), **params.get(family, {})})
+
+
+def embedding_cache_dir(home: str | os.PathLike[str]) -> Path:
+    """Where MiniLM sentence vectors are cached (SQLite, keyed by text hash and model), so that
+    re-training and re-calibrating a project never embeds the same text twice."""
+    return Path(home) / "cache" / "embeddings"
+
+
+def _with_embedding_cache(task: TaskConfig, params: dict[str, dict[str, Any]],
+                          home: Path) -> dict[str, dict[str, Any]]:
+    """``params`` plus the project's embedding cache for every family that takes a ``cache_dir``."""
+    out = {f: dict(p) for f, p in params.items()}
+    for family in task.students:
+        cls = FAMILIES.get((task.kind, family), (None,))[0]
+        if cls is not None and "cache_dir" in inspect.signature(cls).parameters:
+            out.setdefault(family, {}).setdefault("cache_dir", os.fspath(embedding_cache_dir(home)))
+    return out
 
 
 def _select(task: TaskConfig, kinds: list[str], X: list[str], y: list[Any], seed: int,
@@ -195,7 +214,7 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     if synth:
         notes.append(f"{len(synth)} synthetic example(s) in training with weight {w:g} ({n_syn} rows); "
                      "none in the calibration split")
-    params = student_params or {}
+    params = _with_embedding_cache(task, student_params or {}, config.home_dir())
     selection: list[dict[str, Any]] = []
     reason = f"configured student {kind!r}"
     if kind == "auto":
@@ -281,9 +300,11 @@ def student_dir(sv: StudentVersion, home: str | os.PathLike[str] | None) -> Path
     return Path(home) / p
 
 
-def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None = None) -> Any:
+def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None = None, *,
+                         embedding_cache: bool = False) -> Any:
     """Load a saved student (its path resolved by :func:`student_dir`), checking its manifest against
-    the checksum in the store."""
+    the checksum in the store. ``embedding_cache``: MiniLM students read and write the project's
+    embedding cache (:func:`embedding_cache_dir`; calibration does, the request path does not)."""
     path = student_dir(sv, home)
     manifest = path / "manifest.json"
     if not manifest.exists():
@@ -293,6 +314,8 @@ def load_student_version(sv: StudentVersion, home: str | os.PathLike[str] | None
             f"student {sv.task} v{sv.version}: {manifest} does not match the checksum recorded when it was "
             "trained; the file was modified or corrupted: retrain with `downsize train`"
         )
+    if embedding_cache and home is not None:
+        return load_student(path, cache_dir=os.fspath(embedding_cache_dir(home)))
     return load_student(path)
 
 
@@ -302,8 +325,10 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     """Pick λ for the latest student on its held-out split and record the run.
 
     ``save=False`` (``calibrate --dry-run``) computes and returns the run without recording it. A
-    run in which no threshold qualifies is not recorded over a calibration of the same student that
-    has one (that would send every request to the teacher at once) unless ``force``.
+    run in which no threshold qualifies at another α or δ is not recorded over a calibration of the
+    same student that has one (that would send every request to the teacher at once) unless
+    ``force``; at the same α and δ it is (the labels or the reference changed, and the old λ no
+    longer holds).
 
     With the task's ``reference: human`` the split's rows labelled by people are the reference once
     there are enough of them (see :func:`_reference_rows`); ``details["reference_rows"]`` says how
@@ -313,7 +338,8 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     ------
     CalibrationError
         No student yet, too little calibration data for the requested α and δ, or (without
-        ``force``) nothing qualifies where the current calibration has a threshold.
+        ``force``) nothing qualifies at an α or δ other than the current calibration's, which has a
+        threshold.
     """
     task = config.task(task_name)
     alpha = task.alpha if alpha is None else alpha
@@ -326,7 +352,7 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
             f"task {task_name!r}: student v{sv.version} was trained without a calibration split (its labels are "
             "synthetic, or too few are real): calibration needs real traffic. Label some with `downsize label "
             f"{task_name} DATA` or `downsize audit import LOGS --task {task_name}`, then train and calibrate again")
-    student = load_student_version(sv, config.home_dir())
+    student = load_student_version(sv, config.home_dir(), embedding_cache=True)
     cal_ids = set(sv.calib_example_ids)
     effective = {e.example_id: e for e in store.labelled_examples(task_name) if e.example_id in cal_ids}
     if not effective:
@@ -364,7 +390,9 @@ def calibrate_task(store: Store, config: Config, task_name: str, *, alpha: float
     if not save:
         return run, cal
     prev = None if force or run.threshold is not None else store.latest_calibration(task_name, student_version_id=sv.id)
-    if prev is not None and prev.threshold is not None:
+    # a new α or δ that nothing meets is a setting to reconsider; at the same α and δ the evidence
+    # changed (corrected labels, another reference) and the working threshold no longer holds
+    if prev is not None and prev.threshold is not None and (prev.alpha, prev.delta) != (alpha, delta):
         raise CalibrationError(
             f"task {task_name!r}: no threshold qualifies at alpha={alpha:g}, delta={delta:g} on {run.n_calib:,} "
             f"held-out rows of v{sv.version}; kept the current calibration (threshold {prev.threshold:.4f} at "

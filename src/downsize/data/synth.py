@@ -112,6 +112,7 @@ class SynthSummary:
     verification_calls: int = 0
     cached_verifications: int = 0
     cost_usd: float = 0.0
+    failed: int = 0  # checks that failed (teacher errors, unparseable answers): asked again next run
     budget_usd: float | None = None
     stopped_reason: str | None = None  # None | a key of downsize.data.summary.EXIT_CODES
     errors: list[str] = field(default_factory=list)
@@ -242,6 +243,7 @@ async def synth_texts(store: Store, teacher: AsyncTeacher, task_name: str, task:
         s = await label_texts(store, teacher, task_name, task, list(intended), source="synthetic", budget=budget,
                               progress=progress, stop=halt, label_source="synthetic", accept=accept)
         summary.verification_calls += s.teacher_calls
+        summary.failed += s.failed
         summary.cached_verifications += s.cached_calls
         summary.cost_usd += s.cost_usd
         summary.errors.extend(s.errors[: max(0, 5 - len(summary.errors))])

@@ -91,6 +91,13 @@ def _step(
 
 def _task_steps(name: str, t: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    life = t.get("lifecycle") or {}
+    if life.get("state") == "suspended":
+        sus = life.get("suspended") or {}
+        out.append(_step(name, "suspended", "action", f"{name} is suspended: every request goes to the teacher",
+                         f"since {sus.get('since', '?')}: {sus.get('reason', '')}. Its teacher answers are labels; "
+                         "retrain when enough have come in (the gate promotes the new version only if it "
+                         "certifies alpha on labels newer than its training data).", f"downsize retrain {name}"))
     cal = t["calibration"]
     shadow = t["mode"] == "shadow"
     decided = sum(t["by_answered_by"].get(k, 0) for k in ("student", "teacher", "student_fallback"))

@@ -217,6 +217,7 @@ def build_report(
     }
     for name, tr in task_reports.items():
         tr["review"] = review_summary(store, config, name, start=start, end=end)
+        tr["lifecycle"] = _lifecycle(store, name)
     no_task = by_task.get(None, [])  # pass-through traffic, and requests refused before any task
     passthrough = _passthrough([r for r in no_task if r.answered_by == "passthrough"]) if tasks is None else None
     rejected = _rejected([r for r in no_task if r.answered_by != "passthrough"]) if tasks is None else None
@@ -252,6 +253,17 @@ def build_report(
 # ---------------------------------------------------------------------------------
 # output
 # ---------------------------------------------------------------------------------
+def _lifecycle(store: Store, name: str) -> dict[str, Any]:
+    """The task's state now (live / suspended, why, the evidence) and its latest events."""
+    from ..lifecycle import events, live
+
+    now = live(store, name)
+    out = now.describe()
+    out["events"] = [{"ts": _iso(e.ts), "kind": e.kind, "message": e.message[:500],
+                      "student_version_id": e.student_version_id} for e in events(store, name, limit=10)]
+    return out
+
+
 def to_json(report: dict[str, Any]) -> str:
     """The report as indented JSON (strict: no NaN)."""
     return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False)

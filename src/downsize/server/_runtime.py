@@ -178,10 +178,12 @@ class TaskRuntime:
 
     def health(self) -> tuple[str, str | None]:
         """``("ok", None)``, or ``("degraded", why)`` when the task runs without the student it should
-        have (its files are missing or corrupt: the teacher answers everything)."""
+        have (its files are missing or corrupt: the teacher answers everything) or is suspended."""
         c = self.cascade
         if c.load_error:
             return "degraded", f"task {self.name!r} runs without its student, the teacher answers all: {c.load_error}"
+        if self.suspended:
+            return "degraded", f"task {self.name!r} is {c.policy.shadow} (every request goes to the teacher)"
         return "ok", None
 
     def describe(self) -> dict[str, Any]:

@@ -26,6 +26,8 @@ __all__ = ["MultiLabelStudent"]
 _HEADS, _STATE = "heads.npz", "multilabel.json"
 _NEIGHBOURS, _NEIGHBOUR_TERMS = "neighbours.npz", "neighbour_terms.json"
 _LOSSES = ("exact", "f1")
+#: Heads with at most this many weights (n_features × n_labels) are scored with a dense copy.
+_DENSE_CELLS = 32_000_000
 #: C of the heads when ``C=None``, per featuriser.
 _DEFAULT_C = {"tfidf": 0.5, "minilm": 1.0}
 
@@ -196,6 +198,7 @@ class MultiLabelStudent(BaseEstimator):
                                f"(the most frequent, {best[1]!r}, has {best[0]}); label more examples")
         for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, attr)
+        self._dense = None
         C = float(self.C if self.C is not None else _DEFAULT_C[self.features])
         feats = self._featuriser()
         F = feats.fit_transform(texts)
@@ -238,7 +241,18 @@ class MultiLabelStudent(BaseEstimator):
     def _proba(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.empty((0, len(self.classes_)))
-        return apply_platt(scores(self.features_.transform(texts), self.coef_, self.intercept_), self.platt_)
+        return apply_platt(scores(self.features_.transform(texts), self._weights(), self.intercept_), self.platt_)
+
+    def _weights(self) -> Any:
+        """The heads' weights for scoring: the sparse matrix is what is saved, but a product with
+        a dense copy is ~3x faster (the pruned heads still keep ~20 % of the weights), so up to
+        :data:`_DENSE_CELLS` weights are scored densely (memory: 4 bytes per weight)."""
+        W = getattr(self, "_dense", None)
+        if W is None or W.shape != self.coef_.shape:
+            n_cells = self.coef_.shape[0] * self.coef_.shape[1]
+            W = self.coef_.toarray() if n_cells <= _DENSE_CELLS else self.coef_
+            self._dense = W
+        return W
 
     def _loss(self, loss: str | None) -> str:
         loss = self.loss if loss is None else loss

@@ -53,7 +53,7 @@ def fit_heads(F: Any, Y: np.ndarray, active: np.ndarray, *, C: float, seed: int 
 
 
 def scores(F: Any, W: Any, b: np.ndarray) -> np.ndarray:
-    """Decision values ``F @ W + b`` as a dense float64 array ``(n, n_labels)``."""
+    """Decision values ``F @ W + b`` as a dense float64 array ``(n, n_labels)`` (``W`` sparse or dense)."""
     out = F @ W
     out = out.toarray() if hasattr(out, "toarray") else np.asarray(out)
     return out.astype(np.float64) + b

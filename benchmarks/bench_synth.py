@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=1000, help="test rows per set")
     ap.add_argument("--real", default="0,8,32")
     ap.add_argument("--synthetic", default="0,32,128")
+    ap.add_argument("--sets", default=",".join(SETS), help="comma-separated: rotten_tomatoes, reuters_r8")
     ap.add_argument("--json", type=Path, default=RESULTS / "synth.json")
     a = ap.parse_args()
     ks, ss = [int(x) for x in a.real.split(",")], [int(x) for x in a.synthetic.split(",")]
@@ -122,7 +123,7 @@ def main() -> None:
           f"({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})")
     results: dict[str, Any] = {"seeds": a.seeds, "test_rows": a.test, "cells": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in SETS:
+        for name in a.sets.split(","):
             train = rows(name, "train")
             test = rows(name, "test")
             random.Random(0).shuffle(test)

@@ -230,7 +230,7 @@ def test_docstring_examples() -> None:
 
 
 def test_registry() -> None:
-    assert set(STUDENTS) == {"tfidf", "minilm", "finetune", "tagger", "multilabel"}
+    assert set(STUDENTS) == {"tfidf", "minilm", "finetune", "tagger", "multilabel", "ensemble"}
     assert isinstance(make_student("tfidf"), TfidfStudent)
     with pytest.raises(StudentError, match="unknown student 'bert'.*tfidf, minilm"):
         make_student("bert")

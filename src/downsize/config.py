@@ -266,7 +266,8 @@ tasks:
     alpha: 0.02                      # the student may disagree with the teacher on at most 2 %...
     delta: 0.05                      # ...of what it answers, with 95 % confidence
     bound: hoeffding_bentkus         # or binomial (exact; a little less conservative)
-    student: auto                    # auto | tfidf | minilm
+    student: auto                    # auto | tfidf | minilm | ensemble (auto tries each and their ensemble)
+    calibration_folds: 3             # cross-fit: every label trains and calibrates; 0 holds out a split
     mode: cascade                    # cascade | shadow (teacher answers, student learns)
     spot_check_rate: 0.02            # share of student answers re-checked by the teacher
     log_text: true                   # false keeps only a hash of each request's text

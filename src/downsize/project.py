@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,13 +121,18 @@ class Project:
         ids = self.store.add_examples(task, data.texts, source=str(path))
         return self.store.add_labels(task, zip(ids, (t.encode(a) for a in answers)), source=source)
 
-    def train(self, task: str, *, kind: str | None = None, seed: int = 0) -> TrainResult:
-        return train_task(self.store, self.config, task, kind=kind, seed=seed)
+    def train(self, task: str, *, kind: str | None = None, seed: int = 0,
+              progress: Callable[[str], None] | None = None) -> TrainResult:
+        return train_task(self.store, self.config, task, kind=kind, seed=seed, progress=progress)
 
     def calibrate(self, task: str, *, alpha: float | None = None, delta: float | None = None,
                   save: bool = True, force: bool = False) -> tuple[CalibrationRun, ThresholdCalibrator]:
-        """See :func:`~downsize.training.calibrate_task` (``save=False``: a dry run)."""
-        return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta, save=save, force=force)
+        """See :func:`~downsize.training.calibrate_task` (``save=False``: a dry run); the what-if table
+        prices requests at the task's average recorded teacher tokens."""
+        tokens = self.teacher_token_estimate(task)
+        cost = self.config.teacher_for(task).cost(int(round(tokens[0])), int(round(tokens[1])))
+        return calibrate_task(self.store, self.config, task, alpha=alpha, delta=delta, save=save, force=force,
+                              cost_per_request=cost)
 
     # -- the task's life after calibration (downsize.lifecycle) ------------------------------
     def retrain(self, task: str, *, recalibrate: bool | None = None, promote: bool = True,

@@ -65,6 +65,14 @@ from ..errors import CalibrationError, NotFittedError
 from ._bounds import BOUNDS as _BOUNDS
 from ._bounds import as_losses, clopper_pearson, min_calibration_size, p_values, risk_upper
 from ._bounds import check_level as _check_level
+from ._procedures import (
+    METHODS,
+    fixed_sequence,
+    grid_indices,
+    learn_split,
+    learned_start_threshold,
+    multiple_grid,
+)
 
 __all__ = ["ThresholdCalibrator"]
 
@@ -172,20 +180,39 @@ class ThresholdCalibrator(BaseEstimator):
         delta: float = 0.05,
         bound: str = "binomial",
         min_answered: int | float | None = None,
+        method: str = "fixed_sequence",
+        grid_size: int = 20,
+        learn_fraction: float = 0.3,
+        learn_margin: float = 0.5,
+        random_state: int = 0,
     ) -> None:
         self.alpha = alpha
         self.delta = delta
         self.bound = bound
         self.min_answered = min_answered
+        self.method = method
+        self.grid_size = grid_size
+        self.learn_fraction = learn_fraction
+        self.learn_margin = learn_margin
+        self.random_state = random_state
 
     def _check_params(self, n: int) -> int:
         _check_level(self.alpha, "alpha")
         _check_level(self.delta, "delta")
         if self.bound not in _BOUNDS:
             raise CalibrationError(f"bound must be one of {', '.join(_BOUNDS)}, got {self.bound!r}")
+        if self.method not in METHODS:
+            raise CalibrationError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not (isinstance(self.grid_size, int) and self.grid_size >= 1):
+            raise CalibrationError(f"grid_size must be an int ≥ 1, got {self.grid_size!r}")
+        if not (0 < self.learn_fraction < 1 and 0 < self.learn_margin <= 1):
+            raise CalibrationError(f"learn_fraction must be in (0, 1) and learn_margin in (0, 1], got "
+                                   f"{self.learn_fraction!r}, {self.learn_margin!r}")
         floor = min_calibration_size(self.alpha, self.delta)
         m = self.min_answered
-        if m is None:
+        if m is None and self.method in ("holm", "bonferroni"):
+            start = floor  # a grid test is not ended by one bad region: no need to skip the top
+        elif m is None:
             start = max(floor, math.ceil(0.1 * n))
         elif isinstance(m, (int, np.integer)) and not isinstance(m, bool) and m >= 1:
             start = max(floor, int(m))
@@ -241,6 +268,22 @@ class ThresholdCalibrator(BaseEstimator):
                 f"Need n ≥ log(delta)/log(1 - alpha) = {floor} (label {floor - n} more), or relax alpha/delta"
             )
 
+        self.n_learn_ = 0
+        self.learned_start_ = None
+        if self.method == "learned_start":
+            learn, test = learn_split(n, self.learn_fraction, self.random_state)
+            self.n_learn_ = len(learn)
+            self.learned_start_ = learned_start_threshold(s[learn], losses[learn], self.alpha, self.learn_margin,
+                                                          min_calibration_size(self.alpha, self.delta))
+            s, losses, n = s[test], losses[test], len(test)
+            if n < floor:
+                raise CalibrationError(
+                    f"after setting {self.n_learn_} points aside to learn the start, {n} calibration points are "
+                    f"too few for alpha={self.alpha:g}, delta={self.delta:g} (need {floor}): label more, or use "
+                    "method='fixed_sequence'")
+            if self.learned_start_ is not None:
+                start = floor
+
         order = np.argsort(-s, kind="stable")
         s_sorted, loss_sorted = s[order], losses[order]
         cum_loss = np.cumsum(loss_sorted)
@@ -250,25 +293,23 @@ class ThresholdCalibrator(BaseEstimator):
         lam = s_sorted[last]
         n_ans = last + 1
         k = cum_loss[last]
-        tested = n_ans >= min(start, n)
-        first = int(np.argmax(tested))  # candidates are in increasing n_ans: tested is a suffix
+        first = int(np.argmax(n_ans >= min(start, n)))  # candidates are in increasing n_ans
+        if self.learned_start_ is not None:
+            below = np.flatnonzero((lam <= self.learned_start_) & (n_ans >= min(start, n)))
+            first = int(below[0]) if len(below) else len(lam)
         # every candidate's p-value for the curve (the betting test, costlier, only where tested)
-        lo = first if self.bound == "betting" else 0
+        lo = min(first, len(lam)) if self.bound == "betting" else 0
         p = np.ones(len(lam))
         p[lo:] = p_values(k[lo:], n_ans[lo:], self.alpha, self.bound,
                           losses_by_rank=loss_sorted, order=order, delta=self.delta)
-
-        # fixed-sequence testing: from the first candidate answering ≥ start points, downwards,
-        # until the first p-value above delta
-        fails = np.flatnonzero(p[first:] > self.delta)
-        stop = first + int(fails[0]) if len(fails) else len(lam)  # index of the first non-rejection
-        tested[stop + 1 :] = False
-        rejected = np.zeros(len(lam), dtype=bool)
-        rejected[first:stop] = True
-        chosen = stop - 1 if stop > first else None
+        if self.method in ("holm", "bonferroni"):
+            grid = grid_indices(n_ans, n, first, self.grid_size)
+            chosen, tested, rejected = multiple_grid(p, grid, self.delta, holm=self.method == "holm")
+        else:
+            chosen, tested, rejected = fixed_sequence(p, first, self.delta)
 
         self.n_ = n
-        self.start_answered_ = int(min(start, n))
+        self.start_answered_ = int(n_ans[first]) if first < len(lam) else n
         self.curve_ = [
             {
                 "threshold": float(lam[i]),

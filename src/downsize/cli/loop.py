@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -94,15 +94,29 @@ def add_labels(
 @_errors
 def train(
     task: Annotated[str, typer.Argument()],
-    student: Annotated[str | None, typer.Option(help="auto | tfidf | minilm (default: the task's).")] = None,
+    student: Annotated[str | None, typer.Option(help="auto | tfidf | minilm | ensemble (default: the task's).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the train/calibration split.")] = 0,
     config: ConfigOpt = Path("downsize.yaml"),
 ) -> None:
-    """Train a new student version on the task's labels, holding out a calibration split."""
-    with _project(config) as p, console.status(f"training {task}…"):
-        r = p.train(task, kind=student, seed=seed)
+    """Train a new student version on the task's labels (cross-fitted: every label also calibrates)."""
+    with _project(config) as p:
+        r = p.train(task, kind=student, seed=seed, progress=lambda line: console.print(line, highlight=False))
+    if r.selection:
+        c = Table(title="candidates judged on out-of-fold answers by the calibration's rule "
+                  f"(alpha={p.config.task(task).alpha:g})")
+        for col in ("candidate", "certified", "over folds", "agreement", "fit time"):
+            c.add_column(col, no_wrap=col == "candidate")
+        for row in r.selection:
+            folds = row.get("coverage_folds") or []
+            mark = " ✓" if row.get("chosen") else ""
+            c.add_row(row["kind"] + mark, f"{row['coverage']:.1%}",
+                      f"{min(folds):.1%}–{max(folds):.1%}" if folds else "—",
+                      f"{row['agreement']:.1%}", f"{row['fit_seconds']:.1f} s")
+        console.print(c)
     t = Table(title=f"{task}: student v{r.version} ({r.kind})", show_header=False)
-    t.add_row("trained on", f"{r.n_train:,} rows ({len(r.label_counts)} labels); {r.n_calib:,} held out for calibration")
+    calib = (f"calibrates on the out-of-fold answers of all {r.n_calib:,} rows" if r.calibration != "held out"
+             else f"{r.n_calib:,} held out for calibration")
+    t.add_row("trained on", f"{r.n_train:,} rows ({len(r.label_counts)} labels); {calib}")
     t.add_row("train time", f"{r.train_seconds:.2f} s")
     t.add_row("size on disk", f"{r.size_bytes / 1e6:.2f} MB")
     if r.teacher_only:
@@ -110,13 +124,45 @@ def train(
         t.add_row("teacher-only labels", f"{len(r.teacher_only)}: {why}; the student never gives them, the "
                   f"teacher answers them ({r.teacher_only_rows:,} labelled rows; lower min_examples_per_label "
                   "or label more to train on them)")
-    t.add_row("held-out agreement with labels", "–" if r.n_calib == 0 else f"{r.holdout_agreement:.1%}")
+    t.add_row("out-of-fold agreement with labels" if r.calibration != "held out" else "held-out agreement with labels",
+              "–" if r.n_calib == 0 else f"{r.holdout_agreement:.1%}")
     t.add_row("choice", r.selection_reason)
     t.add_row("saved to", r.path)
     console.print(t)
     for note in r.notes:
         err_console.print(f"note: {note}", highlight=False)
     console.print(f"next: [bold]downsize calibrate {task}[/]")
+
+
+def _print_what_if(run: Any) -> None:
+    """The table a user decides with: other α, what they certify and save; labels; what holds it back."""
+    w = (run.details or {}).get("what_if")
+    if not w:
+        return
+    t = Table(title="what other alpha would give (same rows, same rule)")
+    for col in ("alpha", "certified coverage", "$ saved per 1k requests"):
+        t.add_column(col, justify="right")
+    for r in w["by_alpha"]:
+        usd = "—" if r.get("saved_usd_per_1k") is None else f"${r['saved_usd_per_1k']:.2f}"
+        t.add_row(f"{r['alpha']:.0%}" + (" ←" if abs(r["alpha"] - run.alpha) < 1e-12 else ""), f"{r['coverage']:.1%}", usd)
+    console.print(t)
+    need = w.get("labels_needed")
+    if need is None:
+        console.print(f"estimate: no share of ≥ 5 % of the rows has an observed error rate below {run.alpha:.0%}; more "
+                      "labels alone will not certify it (a stronger student, or a larger alpha, may)")
+    elif need["more"] > 0 and need["coverage"] > run.coverage:
+        console.print(f"estimate: about {need['more']:,} more teacher labels ({need['total']:,} in all) would certify "
+                      f"alpha = {run.alpha:.0%} at about {need['coverage']:.0%} coverage, if the error rate of the most "
+                      f"confident {need['coverage']:.0%} stays at the {need['observed_risk']:.1%} observed now")
+    elif need["coverage"] > run.coverage:
+        console.print(f"estimate: at the {need['observed_risk']:.1%} error rate observed among the most confident "
+                      f"{need['coverage']:.0%}, these {w['n']:,} rows would certify about {need['coverage']:.0%}; the rule "
+                      "stopped earlier at confident errors near the top (see the labels below)")
+    held = w.get("held_back_by") or []
+    if held:
+        console.print(f"labels that hold the student back (loss among the most confident {w['region']:.0%}): "
+                      + ", ".join(f"{h['label']} ({h['error_rate']:.0%} wrong of {h['rows']}, "
+                                  f"{h['share_of_loss']:.0%} of the loss)" for h in held))
 
 
 @app.command()
@@ -136,7 +182,8 @@ def calibrate(
     dry = " — dry run, nothing saved" if dry_run else ""
     t = Table(title=f"{task}: calibration (student v{run.details.get('student_version')}){dry}", show_header=False)
     t.add_row("target", f"disagreement ≤ {run.alpha:.1%} with probability ≥ {1 - run.delta:.0%}")
-    t.add_row("relative to", f"{run.reference} labels on {run.n_calib:,} held-out rows")
+    rows = "out-of-fold rows" if "crossfit" in run.method else "held-out rows"
+    t.add_row("relative to", f"{run.reference} labels on {run.n_calib:,} {rows}")
     if run.threshold is None:
         t.add_row("threshold", "[red]none qualifies[/]: every request " + ("would stay" if dry_run else "stays")
                   + " on the teacher")
@@ -145,6 +192,7 @@ def calibrate(
         t.add_row("answered locally", f"{run.coverage:.1%} (interval {run.coverage_lo:.1%}–{run.coverage_hi:.1%})")
         t.add_row("errors among answered", f"{run.errors_answered} of {run.n_answered}")
     console.print(t)
+    _print_what_if(run)
     console.print(run.details.get("guarantee", ""), highlight=False)
     note = (run.details.get("reference_rows") or {}).get("note")
     if note and (run.details.get("reference_rows") or {}).get("requested") == "human":

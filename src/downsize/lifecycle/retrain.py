@@ -123,7 +123,8 @@ def _trained_cutoff(store: Store, task: str, sv: StudentVersion, exs: list[_Ex] 
     if "cutoff_label_id" in m:
         return int(m["cutoff_label_id"])
     exs = _examples(store, task) if exs is None else exs
-    n = int(sv.n_train) + int(sv.n_calib)
+    # a cross-fitted version calibrated on every row it had (and trained on those it could learn)
+    n = int(sv.n_calib) if m.get("oof") else int(sv.n_train) + int(sv.n_calib)
     cal = set(sv.calib_example_ids or [])
     if 0 < n <= len(exs) and cal <= {e.example_id for e in exs[:n]}:
         return exs[n - 1].first_id if n == len(exs) else exs[n].first_id - 1

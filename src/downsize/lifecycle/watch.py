@@ -52,6 +52,10 @@ def reference_confidences(store: Store, config: Config, live: Live, student: Any
     run, sv = live.calibration, live.student
     if run is None or sv is None or student is None:
         return []
+    oof = (sv.metrics or {}).get("oof")
+    if oof and not (run.details or {}).get("example_ids"):
+        # cross-fitted: the refit has seen these rows; the calibrated confidences are the out-of-fold ones
+        return [min(max(float(c), 0.0), 1.0) for c in oof["confidence"]]
     ids = list((run.details or {}).get("example_ids") or sv.calib_example_ids or [])
     texts: list[str] = []
     with store.session() as s:

@@ -89,6 +89,31 @@ def _step(
     }
 
 
+def what_it_would_take(cal: dict[str, Any]) -> str | None:
+    """One paragraph from the calibration's ``what_if``: coverage and $ saved per 1k requests at other
+    α, the estimated labels for the configured α, and the labels that hold the student back."""
+    w = cal.get("what_if")
+    if not w:
+        return None
+    parts = []
+    for r in w.get("by_alpha", []):
+        usd = "" if r.get("saved_usd_per_1k") is None else f", ${r['saved_usd_per_1k']:.2f} saved per 1k requests"
+        parts.append(f"α = {_pct(r['alpha'])}: {_pct(r['coverage'])} certified{usd}")
+    text = "At the same calibration rows: " + "; ".join(parts) + "."
+    need = w.get("labels_needed")
+    if need and need["coverage"] > cal["coverage"] and need["more"] > 0:
+        text += (f" Estimate: about {need['more']:,} more teacher labels would certify α = {_pct(cal['alpha'])} at "
+                 f"about {_pct(need['coverage'])} coverage, if the error rate stays at the "
+                 f"{_pct(need['observed_risk'])} observed now.")
+    elif need is None:
+        text += f" No confident share errs less than α = {_pct(cal['alpha'])}: more labels alone will not do it."
+    held = w.get("held_back_by") or []
+    if held:
+        text += " Held back by: " + ", ".join(f"{h['label']} ({_pct(h['share_of_loss'])} of the confident errors)"
+                                               for h in held[:3]) + "."
+    return text
+
+
 def _task_steps(name: str, t: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     life = t.get("lifecycle") or {}
@@ -175,6 +200,10 @@ def _task_steps(name: str, t: dict[str, Any]) -> list[dict[str, Any]]:
                     f"downsize train {name}",
                 )
             )
+        wit = what_it_would_take(cal)
+        if wit is not None and cal["coverage"] < 0.5:
+            out.append(_step(name, "what_it_would_take", "info", f"{name}: what it would take", wit,
+                             f"downsize calibrate {name} --alpha 0.05"))
         if t["student"] is not None and cal["student_version_id"] != t["student"]["id"]:
             out.append(
                 _step(

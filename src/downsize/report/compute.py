@@ -289,6 +289,7 @@ def _calibration(store: Store, name: str) -> dict[str, Any] | None:
         "student_kind": sv.kind if sv else None,
         "guarantee": details.get("guarantee"),
         "risk_upper": details.get("risk_upper"),
+        "what_if": details.get("what_if"),
         "curve": [
             {k: c.get(k) for k in ("threshold", "coverage", "risk", "p_value")} for c in curve
         ],

@@ -11,7 +11,8 @@ may then be paid twice, which is why at most the calls that were in flight when 
 
 Everything is plain SQLAlchemy with a unique constraint and conditional UPDATEs, so it works on
 PostgreSQL as on SQLite: every claim first updates the one :class:`SpendLedger` row, which
-serialises the check "spent + reserved + this call ≤ budget" with the claim it allows.
+serialises the check "spent + reserved + this call ≤ budget" with the claim it allows (a claim
+without a budget needs no lock: the unique constraint decides).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..errors import BudgetExceeded, StoreError
 from .schema import CallClaim, SpendLedger, TeacherCall, utcnow
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
+    from sqlalchemy.engine import Connection
 
 __all__ = ["ClaimsMixin", "new_owner", "owner_alive", "CLAIMED", "RECLAIMED", "RECORDED", "BUSY"]
 
@@ -115,33 +116,36 @@ class ClaimsMixin:
         """
         now = utcnow()
         lease = now + timedelta(seconds=lease_s)
+        claims = CallClaim.__table__
         try:
-            with self.session() as s:  # type: ignore[attr-defined]
-                # the lock: every claim updates the ledger row first (serialises the budget check)
-                s.execute(update(SpendLedger).where(SpendLedger.id == 1).values(claims=SpendLedger.claims + 1))
-                if s.scalar(select(TeacherCall.id).where(TeacherCall.request_hash == request_hash)) is not None:
+            # SQLAlchemy Core on one connection (no ORM session): this runs before every paid call
+            with self.engine.begin() as conn:  # type: ignore[attr-defined]
+                if budget is not None:  # the lock: serialises the budget check with the claim it allows
+                    conn.execute(update(SpendLedger).where(SpendLedger.id == 1)
+                                 .values(claims=SpendLedger.claims + 1))
+                if conn.execute(select(TeacherCall.id).where(TeacherCall.request_hash == request_hash)).first():
                     return RECORDED
-                cur = s.scalar(select(CallClaim).where(CallClaim.request_hash == request_hash))
+                cur = conn.execute(select(claims.c.id, claims.c.owner, claims.c.lease_until)
+                                   .where(claims.c.request_hash == request_hash)).first()
                 stale = cur is not None and (cur.lease_until <= now or not owner_alive(cur.owner))
                 if cur is not None and not stale:
                     return BUSY
                 if budget is not None:
-                    _check_budget(s, budget, reserve_usd, now, exclude=None if cur is None else cur.id)
+                    _check_budget(conn, budget, reserve_usd, now, exclude=None if cur is None else cur.id)
                 if cur is None:
-                    s.execute(insert(CallClaim).values(request_hash=request_hash, state="pending", owner=owner,
+                    conn.execute(insert(claims).values(request_hash=request_hash, state="pending", owner=owner,
                                                        lease_until=lease, reserved_usd=reserve_usd, task=task,
                                                        claimed_at=now))
-                    s.flush()
                     return CLAIMED
-                took = s.execute(
-                    update(CallClaim)
-                    .where(CallClaim.id == cur.id, CallClaim.owner == cur.owner)
-                    .values(owner=owner, lease_until=lease, reserved_usd=reserve_usd, claimed_at=now)
+                took = conn.execute(
+                    update(claims)
+                    .where(claims.c.id == cur.id, claims.c.owner == cur.owner)
+                    .values(owner=owner, lease_until=lease, reserved_usd=reserve_usd, claimed_at=now, state="pending")
                 ).rowcount
                 if took != 1:
                     return BUSY
-                s.execute(update(SpendLedger).where(SpendLedger.id == 1)
-                          .values(reclaimed=SpendLedger.reclaimed + 1))
+                conn.execute(update(SpendLedger).where(SpendLedger.id == 1)
+                             .values(reclaimed=SpendLedger.reclaimed + 1))
                 log.warning("teacher call %s…: took over the claim of %s (%s); it may be paid twice",
                             request_hash[:12], cur.owner,
                             "lease expired" if cur.lease_until <= now else "its process is gone")
@@ -154,11 +158,11 @@ class ClaimsMixin:
         (cancelled in flight: the teacher may have billed it), end its lease now so that whoever
         sends it next takes it over and counts it as possibly paid twice."""
         mine = (CallClaim.request_hash == request_hash, CallClaim.owner == owner)
-        with self.session() as s:  # type: ignore[attr-defined]
+        with self.engine.begin() as conn:  # type: ignore[attr-defined]
             if abandoned:
-                s.execute(update(CallClaim).where(*mine).values(lease_until=utcnow(), state="abandoned"))
+                conn.execute(update(CallClaim).where(*mine).values(lease_until=utcnow(), state="abandoned"))
             else:
-                s.execute(delete(CallClaim).where(*mine))
+                conn.execute(delete(CallClaim).where(*mine))
 
     def release_owner(self, owner: str) -> int:
         """Mark every claim ``owner`` still holds abandoned (its client is closing); returns how many."""
@@ -215,7 +219,7 @@ class ClaimsMixin:
             return list(s.scalars(select(CallClaim).order_by(CallClaim.id)))
 
 
-def _check_budget(s: Session, budget: tuple[float, int], reserve_usd: float, now: object,
+def _check_budget(s: Connection, budget: tuple[float, int], reserve_usd: float, now: object,
                   exclude: int | None) -> None:
     limit, since = budget
     spent = float(s.scalar(select(func.coalesce(func.sum(TeacherCall.cost_usd), 0.0))

@@ -41,6 +41,9 @@ Multi-label (``kind: multilabel``)
 
 Extraction (``kind: extract``)
 ------------------------------
+``EnsembleStudent``
+    the average of the calibrated probabilities of fitted members (``student: ensemble``; ``auto``
+    considers it, from the members' out-of-fold probabilities, without fitting anything again).
 ``TaggerStudent``
     a linear-chain CRF (crfsuite) over tokens (:mod:`.tagger.spans`) onto which the teacher's field
     values or entity mentions are aligned (:mod:`.tagger.align`); answers a record ``{field: value}``
@@ -59,6 +62,7 @@ from ..errors import StudentError
 from .artifacts import read_manifest
 from .base import Student
 from .encoder import minilm_available
+from .ensemble import EnsembleStudent
 from .finetune import FinetuneStudent, finetune_available
 from .minilm import MiniLMStudent
 from .multilabel import MultiLabelStudent
@@ -72,6 +76,7 @@ __all__ = [
     "FinetuneStudent",
     "MultiLabelStudent",
     "TaggerStudent",
+    "EnsembleStudent",
     "OPT_IN",
     "STUDENTS",
     "FAMILIES",
@@ -89,6 +94,7 @@ STUDENTS: dict[str, type[Any]] = {
     "finetune": FinetuneStudent,
     "tagger": TaggerStudent,
     "multilabel": MultiLabelStudent,
+    "ensemble": EnsembleStudent,
 }
 
 #: (task kind, family) → the student class and the parameters that family fixes. A task's
@@ -96,6 +102,7 @@ STUDENTS: dict[str, type[Any]] = {
 FAMILIES: dict[tuple[str, str], tuple[type[Any], dict[str, Any]]] = {
     ("classify", "tfidf"): (TfidfStudent, {}),
     ("classify", "minilm"): (MiniLMStudent, {}),
+    ("classify", "ensemble"): (EnsembleStudent, {}),
     ("classify", "finetune"): (FinetuneStudent, {}),
     ("multilabel", "tfidf"): (MultiLabelStudent, {"features": "tfidf"}),
     ("multilabel", "minilm"): (MultiLabelStudent, {"features": "minilm"}),
@@ -156,6 +163,8 @@ def load_student(directory: str | os.PathLike[str], **runtime: Any) -> Student:
             f"{directory}: unknown student kind {name!r}; this downsize knows {', '.join(STUDENTS)}"
         )
     cls = STUDENTS[name]
+    if getattr(cls, "composite", False):  # an ensemble loads its members with this function
+        return cls.load(directory, load_member=load_student)
     if not hasattr(cls, "_from_manifest"):  # a student that is not a Student subclass loads itself
         return cls.load(directory)
     runtime = {k: v for k, v in runtime.items() if k in cls._runtime_params}

@@ -83,7 +83,14 @@ class TaskConfig(BaseModel):
         "kind's bounded loss such as loss: f1 is tested with Hoeffding-Bentkus instead) or the "
         "Waudby-Smith-Ramdas betting test (any loss in [0, 1])",
     )
-    calibration_fraction: float = Field(default=0.3, gt=0.05, lt=0.9)
+    calibration_fraction: float = Field(default=0.3, gt=0.05, lt=0.9,
+                                        description="share held out for calibration when calibration_folds is 0")
+    calibration_folds: int = Field(
+        default=3, ge=0, le=10,
+        description="cross-fitting: every row is answered by a student fitted on the other folds, the threshold "
+        "is calibrated on those answers (all rows) and the student refitted on all rows; 0 holds out "
+        "calibration_fraction instead",
+    )
     min_examples_per_label: int = Field(default=5, ge=2)
     reference: Literal["teacher", "human"] = Field(
         default="teacher",
@@ -124,6 +131,12 @@ class TaskConfig(BaseModel):
     students: ClassVar[tuple[str, ...]] = ()
     #: The key of the answer in :meth:`to_json`'s object (also the column ``predict`` writes).
     answer_key: ClassVar[str] = "answer"
+
+    @model_validator(mode="after")
+    def _folds_are_two_or_more(self) -> TaskConfig:
+        if self.calibration_folds == 1:
+            raise ValueError("calibration_folds: 1 cannot cross-fit; use 0 (a held-out split) or 2 or more")
+        return self
 
     @model_validator(mode="after")
     def _student_fits(self) -> TaskConfig:

@@ -28,7 +28,7 @@ class ClassifyTask(TaskConfig):
     kind: Literal["classify"] = "classify"
     labels: dict[str, str] = Field(description="label name -> what it means (shown to the teacher)")
 
-    students: ClassVar[tuple[str, ...]] = ("tfidf", "minilm", "finetune")
+    students: ClassVar[tuple[str, ...]] = ("tfidf", "minilm", "finetune", "ensemble")
     answer_key: ClassVar[str] = "label"
 
     @field_validator("labels")

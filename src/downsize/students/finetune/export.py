@@ -2,10 +2,12 @@
 
 1. ``torch.onnx.export`` (the TorchScript exporter: no onnxscript needed) with dynamic batch
    and sequence axes; inputs ``input_ids`` and ``attention_mask`` (int64), output ``logits``;
-2. onnxruntime's transformer optimiser fuses attention, LayerNorm and GELU for BERT-like
-   graphs (skipped with a note when it cannot: the plain graph is still correct);
-3. ``onnxruntime.quantization.quantize_dynamic``: int8 weights, activations quantised per
-   batch at run time (the usual recipe for CPU transformers, ~4× smaller, 2–3× faster).
+2. ``onnxruntime.quantization.quantize_dynamic``: 8-bit weights per output channel,
+   activations quantised per batch at run time (~4× smaller). Measured on a head that
+   amplifies representation errors (300 Rotten Tomatoes texts): per-tensor signed weights on
+   the fused graph kept the fp32 label on 91.7 %, per-channel unsigned weights on the plain
+   graph on 97.7 % (u8 weights avoid the u8×s8 saturation of AVX2 kernels without VNNI), so
+   that is the recipe, and onnxruntime's transformer fusion is not applied.
 
 torch, onnx and onnxruntime are imported inside the function.
 """
@@ -35,7 +37,7 @@ def export_int8(model: Any, *, hidden_size: int = 384, num_heads: int = 12) -> t
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise StudentError(f"exporting needs {exc.name}: pip install 'downsize[finetune]'") from None
-    notes: dict[str, Any] = {"opset": OPSET}
+    notes: dict[str, Any] = {"opset": OPSET, "weights": "uint8 per channel (dynamic)"}
     with tempfile.TemporaryDirectory(prefix="downsize-onnx-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         ids = torch.ones((2, 16), dtype=torch.long)
@@ -57,17 +59,6 @@ def export_int8(model: Any, *, hidden_size: int = 384, num_heads: int = 12) -> t
             )
         fp32_bytes = fp32.read_bytes()
         src = fp32
-        try:
-            from onnxruntime.transformers.optimizer import optimize_model
-
-            opt = optimize_model(str(fp32), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
-                                 opt_level=1, use_gpu=False)
-            fused = Path(tmp) / "fused.onnx"
-            opt.save_model_to_file(str(fused))
-            notes["fused"] = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
-            src = fused
-        except Exception as exc:  # the optimiser is best-effort: any failure leaves the plain graph
-            notes["fused"] = f"not fused ({type(exc).__name__}: {exc})"
         int8 = Path(tmp) / "int8.onnx"
         import onnx
 
@@ -75,7 +66,7 @@ def export_int8(model: Any, *, hidden_size: int = 384, num_heads: int = 12) -> t
         level = root.level
         root.setLevel(logging.ERROR)  # its advice to pre-process is for static quantisation
         try:
-            quantize_dynamic(str(src), str(int8), weight_type=QuantType.QInt8,
+            quantize_dynamic(str(src), str(int8), weight_type=QuantType.QUInt8, per_channel=True,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         finally:
             root.setLevel(level)

@@ -1,0 +1,148 @@
+"""``student: auto`` against each single candidate (issue 15): certified coverage and train time.
+
+For each classify set of ../shared/data (Rotten Tomatoes, Reuters R8): the train file is labelled
+by the replay teacher (its recorded labels) into a real project; then, for each of ``--resplits``
+seeds (the seed moves the cross-fitting folds), ``downsize train`` with ``student: tfidf``, with
+``minilm`` (when installed) and with ``auto`` (which also considers their ensemble), each followed by
+``downsize calibrate`` at the set's α. Reported per run: what the calibration certified (coverage of
+the out-of-fold rows), the train time (wall clock, embedding included: the MiniLM memory cache is
+emptied before every run, so auto and minilm each pay for embedding once), and, on the test file,
+the share answered locally and the realised disagreement with the recorded labels.
+
+The check of the issue: auto's certified coverage ≥ the best single candidate's minus the resplit
+noise (2 standard deviations of the best candidate's coverage over the seeds, at least one point),
+and auto's train time ≤ the sum of the candidates' train times.
+
+    nice -n 10 python benchmarks/bench_auto.py [--resplits 3] [--datasets rotten_tomatoes reuters_r8]
+
+Writes benchmarks/results/auto.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from downsize.data import read_texts
+from downsize.project import Project
+from downsize.replay import ReplayServer
+from downsize.students import available
+from downsize.training import load_student_version
+
+SHARED = Path(os.environ.get("DOWNSIZE_SHARED_DATA", "/work/shared/data"))
+RESULTS = Path(__file__).resolve().parent / "results"
+ALPHA = {"rotten_tomatoes": 0.05, "reuters_r8": 0.02}
+LABELS = {
+    "reuters_r8": {"earn": "earnings", "acq": "acquisitions", "crude": "crude oil", "trade": "trade",
+                   "money-fx": "money markets and FX", "interest": "interest rates", "ship": "shipping",
+                   "grain": "grain"},
+    "rotten_tomatoes": {"positive": "a favourable review", "negative": "an unfavourable review"},
+}
+CONFIG = """\
+store: sqlite:///.downsize/downsize.db
+teachers:
+  default: {{base_url: "{url}", model: replay, price_per_1m_input: 2.5, price_per_1m_output: 10,
+             max_concurrency: 32, timeout_s: 30, max_retries: 2}}
+tasks:
+  bench:
+    instructions: Classify the text.
+    labels: {labels}
+    alpha: {alpha}
+"""
+
+
+def _cold_minilm() -> None:
+    from downsize.students import minilm
+
+    minilm._shared_encoder.cache_clear()
+
+
+def run(name: str, resplits: int, limit: int | None) -> dict:
+    tr = read_texts(SHARED / f"{name}-train.csv.gz", label_col="label", limit=limit)
+    te = read_texts(SHARED / f"{name}-test.csv.gz", label_col="label")
+    teacher = dict(zip(tr.texts + te.texts, (tr.labels or []) + (te.labels or [])))
+    kinds = ["tfidf"] + (["minilm"] if available("minilm") else [])
+    out: dict = {"alpha": ALPHA[name], "n_train": len(tr.texts), "n_test": len(te.texts), "runs": []}
+    with tempfile.TemporaryDirectory() as tmp, ReplayServer(teacher) as srv:
+        d = Path(tmp)
+        (d / "downsize.yaml").write_text(CONFIG.format(url=srv.base_url, labels=json.dumps(LABELS[name]),
+                                                       alpha=ALPHA[name]))
+        with gzip.open(d / "train.csv.gz", "wt", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text"])
+            w.writerows([t] for t in tr.texts)
+        with Project.open(d / "downsize.yaml") as p:
+            p.label("bench", d / "train.csv.gz", progress=False)
+            ref = np.asarray(te.labels, dtype=object)
+            for seed in range(resplits):
+                for kind in [*kinds, "auto"]:
+                    _cold_minilm()
+                    t0 = time.perf_counter()
+                    r = p.train("bench", kind=kind, seed=seed)
+                    secs = time.perf_counter() - t0
+                    run_, _ = p.calibrate("bench")
+                    st = load_student_version(p.store.latest_student("bench"), p.config.home_dir())
+                    proba = st.predict_proba(te.texts)
+                    conf, pred = proba.max(1), np.asarray(st.classes_)[proba.argmax(1)]
+                    ans = conf >= run_.threshold if run_.threshold is not None else np.zeros(len(conf), bool)
+                    row = {"seed": seed, "student": kind, "chosen": r.kind, "certified": run_.coverage,
+                           "train_seconds": secs, "test_answered": float(ans.mean()),
+                           "test_realised": float((pred[ans] != ref[ans]).mean()) if ans.any() else 0.0,
+                           "selection": [{k: s[k] for k in ("kind", "coverage", "fit_seconds")} for s in r.selection]}
+                    out["runs"].append(row)
+                    print(f"{name} seed {seed} {kind:6} → {r.kind:8} certified {run_.coverage:6.1%}  test answered "
+                          f"{row['test_answered']:6.1%} realised {row['test_realised']:.2%}  {secs:6.1f} s", flush=True)
+    by = {k: [r for r in out["runs"] if r["student"] == k] for k in [*kinds, "auto"]}
+    summary = {k: {"certified_mean": float(np.mean([r["certified"] for r in v])),
+                   "certified_sd": float(np.std([r["certified"] for r in v])),
+                   "train_seconds_mean": float(np.mean([r["train_seconds"] for r in v])),
+                   "test_answered_mean": float(np.mean([r["test_answered"] for r in v])),
+                   "test_realised_max": float(np.max([r["test_realised"] for r in v]))} for k, v in by.items()}
+    best = max(kinds, key=lambda k: summary[k]["certified_mean"])
+    noise = max(0.01, 2 * summary[best]["certified_sd"])
+    out["summary"] = summary
+    out["check"] = {"best_single": best, "noise": noise,
+                    "auto_not_worse": summary["auto"]["certified_mean"] >= summary[best]["certified_mean"] - noise,
+                    "auto_time_within_sum": summary["auto"]["train_seconds_mean"]
+                    <= sum(summary[k]["train_seconds_mean"] for k in kinds)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--resplits", type=int, default=3)
+    ap.add_argument("--datasets", nargs="+", default=list(ALPHA))
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N training rows")
+    args = ap.parse_args(argv)
+    if not (SHARED / "rotten_tomatoes-train.csv.gz").exists():
+        sys.exit(f"{SHARED} has no data: set DOWNSIZE_SHARED_DATA")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "auto.json"
+    for name in args.datasets:
+        res = run(name, args.resplits, args.limit)
+        allres = json.loads(path.read_text()) if path.exists() else {}
+        allres[name] = res
+        path.write_text(json.dumps(allres, indent=1))
+        print(f"\n{name} (α = {res['alpha']:.0%}, δ = 5 %, {args.resplits} seeds)")
+        print(f"{'student':8} {'certified':>16} {'test answered':>14} {'realised max':>13} {'train s':>9}")
+        for k, s in res["summary"].items():
+            print(f"{k:8} {s['certified_mean']:8.1%} ± {s['certified_sd']:4.1%} {s['test_answered_mean']:14.1%} "
+                  f"{s['test_realised_max']:13.2%} {s['train_seconds_mean']:9.1f}")
+        c = res["check"]
+        print(f"auto ≥ best single ({c['best_single']}) − noise {c['noise']:.1%}: {c['auto_not_worse']}; "
+              f"auto's time ≤ sum of the candidates': {c['auto_time_within_sum']}")
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -83,7 +83,7 @@ tasks:
     labels: {labels}
     student: tfidf
     alpha: {alpha}
-    spot_check_rate: {spot}
+    spot_check_rate: {spot}{folds}
 server:
   rate_limit_per_minute: 100000000
   max_batch: 256
@@ -220,6 +220,11 @@ def student_p99(project: Project, texts: list[str], n: int = 2000) -> dict[str, 
     return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
 
 
+def _folds(args: argparse.Namespace) -> str:
+    """The task's ``calibration_folds`` line, only when asked for (older layouts have no such key)."""
+    return "" if args.calibration_folds is None else f"\n    calibration_folds: {args.calibration_folds}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=10_000)
@@ -231,6 +236,9 @@ def main() -> None:
     ap.add_argument("--teacher-concurrency", type=int, default=32,
                     help="The teacher's max_concurrency (httpx's pool slows down past ~32 connections).")
     ap.add_argument("--spot-check-rate", type=float, default=0.02)
+    ap.add_argument("--calibration-folds", type=int, default=None,
+                    help="Set the task's calibration_folds (0: a held-out split, as before cross-fitting; the "
+                         "escalation section needs ≥ 50 texts the student is unsure of). Unset: the default.")
     ap.add_argument("--keep", action="store_true", help="Keep the project directory.")
     ap.add_argument("--project", type=Path, help="Reuse (or create and keep) the project in this directory.")
     args = ap.parse_args()
@@ -251,7 +259,7 @@ def main() -> None:
 
     with ReplayProcess(records) as fast:
         (d / "downsize.yaml").write_text(CONFIG.format(url=fast.base_url, pin=PRICE_IN, pout=PRICE_OUT,
-                                                       labels=json.dumps(LABELS), alpha=args.alpha, spot=0.0,
+                                                       labels=json.dumps(LABELS), alpha=args.alpha, spot=0.0, folds=_folds(args),
                                                        teacher_conc=args.teacher_concurrency))
         with Project.open(d / "downsize.yaml") as p:
             t0 = time.perf_counter()
@@ -285,7 +293,7 @@ def main() -> None:
     with ReplayProcess(records, latency_ms=args.teacher_latency_ms) as slow:
         (d / "downsize.yaml").write_text(CONFIG.format(url=slow.base_url, pin=PRICE_IN, pout=PRICE_OUT,
                                                        labels=json.dumps(LABELS), alpha=args.alpha,
-                                                       spot=args.spot_check_rate,
+                                                       spot=args.spot_check_rate, folds=_folds(args),
                                                        teacher_conc=args.teacher_concurrency))
         gw = Gateway(d / "downsize.yaml", args.workers, env)
         port = gw.port

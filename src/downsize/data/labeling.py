@@ -322,32 +322,42 @@ def label_file(
         Missing file or column, with the file and column named.
     """
     task = config.task(task_name)
-    teacher_cfg = config.teacher_for(task_name)
     data = read_texts(path, text_col or task.text_field, limit=limit)
-    own_store = store is None
-    store = store if store is not None else Store(config.store_url())
-    budget = SharedBudget(budget_usd, store) if budget_usd is not None else None
-
-    async def run(stop: asyncio.Event) -> LabelSummary:
-        async with AsyncTeacher.from_config(teacher_cfg, store=store) as teacher:
-            return await label_texts(
-                store, teacher, task_name, task, data.texts,
-                source=str(path), budget=budget, progress=progress, stop=stop, keep_going=keep_going,
-            )
-
-    try:
-        summary, got = run_interruptible(run)
-    finally:
-        if own_store:
-            store.close()
-    if summary.stopped_reason == "interrupted" and got:
-        summary.stopped_reason = got[0]
+    summary = run_with_teacher(config, task_name, store, budget_usd, lambda st, teacher, budget, stop: label_texts(
+        st, teacher, task_name, task, data.texts,
+        source=str(path), budget=budget, progress=progress, stop=stop, keep_going=keep_going,
+    ))
     summary.skipped_rows = len(data.skipped)
     summary.skipped_note = data.skipped_summary()
     return summary
 
 
 T = TypeVar("T")
+
+
+def run_with_teacher(config: Config, task_name: str, store: Store | None, budget_usd: float | None,
+                     job: Callable[[Store, AsyncTeacher, SharedBudget | None, asyncio.Event], Awaitable[Any]]) -> Any:
+    """Run ``job(store, teacher, budget, stop)`` with the task's teacher, interruptibly (see
+    :func:`run_interruptible`): opens (and closes) the project's store unless one is given, shares the
+    budget through the store's ledger, and records which signal stopped the job in its summary's
+    ``stopped_reason``. What ``label`` and ``synth`` share."""
+    teacher_cfg = config.teacher_for(task_name)
+    own_store = store is None
+    st = store if store is not None else Store(config.store_url())
+    budget = SharedBudget(budget_usd, st) if budget_usd is not None else None
+
+    async def run(stop: asyncio.Event) -> Any:
+        async with AsyncTeacher.from_config(teacher_cfg, store=st) as teacher:
+            return await job(st, teacher, budget, stop)
+
+    try:
+        summary, got = run_interruptible(run)
+    finally:
+        if own_store:
+            st.close()
+    if summary.stopped_reason == "interrupted" and got:
+        summary.stopped_reason = got[0]
+    return summary
 
 
 def run_interruptible(job: Callable[[asyncio.Event], Awaitable[T]]) -> tuple[T, list[str]]:

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any
 from ..config import Config, TaskConfig
 from ..errors import AnswerError, BudgetExceeded, TeacherError
 from ..store import Store
-from ..teacher import AsyncTeacher, Budget, SharedBudget
+from ..teacher import AsyncTeacher, Budget
 from ..teacher.generate import generate
 from ..teacher.prompt import build_generation_messages
-from .labeling import _progress_bar, label_texts, run_interruptible
+from .labeling import _progress_bar, label_texts, run_with_teacher
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -262,21 +262,9 @@ def synth_task(config: Config, task_name: str, per_label: int, *, budget_usd: fl
                near_duplicate: float = 0.8) -> SynthSummary:
     """:func:`synth_texts` with the task's teacher (``downsize synth``); Ctrl-C stops after the calls in flight."""
     task = config.task(task_name)
-    teacher_cfg = config.teacher_for(task_name)
-    own = store is None
-    store = store if store is not None else Store(config.store_url())
-    budget = SharedBudget(budget_usd, store) if budget_usd is not None else None
-
-    async def run(stop: asyncio.Event) -> SynthSummary:
-        async with AsyncTeacher.from_config(teacher_cfg, store=store) as teacher:
-            return await synth_texts(store, teacher, task_name, task, per_label, budget=budget, progress=progress,
-                                     stop=stop, max_rounds=max_rounds, near_duplicate=near_duplicate)
-
-    try:
-        summary, got = run_interruptible(run)
-    finally:
-        if own:
-            store.close()
-    if summary.stopped_reason == "interrupted" and got:
-        summary.stopped_reason = got[0]
+    summary: SynthSummary = run_with_teacher(
+        config, task_name, store, budget_usd,
+        lambda st, teacher, budget, stop: synth_texts(st, teacher, task_name, task, per_label, budget=budget,
+                                                      progress=progress, stop=stop, max_rounds=max_rounds,
+                                                      near_duplicate=near_duplicate))
     return summary

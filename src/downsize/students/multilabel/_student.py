@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator
 
 from ...errors import CorruptArtifactError, NotFittedError, StudentError
 from ..artifacts import read_manifest, write_artifact
-from ..base import check_param, check_texts, is_int, is_range
+from ..base import _jsonable, check_param, check_texts, is_int, is_range
 from .decode import StackedConfidence, decode, describe, row_f1, set_key
 from .features import FEATURES
 from .heads import apply_platt, fit_heads, fit_platt, out_of_fold, scores
@@ -309,10 +309,7 @@ class MultiLabelStudent(BaseEstimator):
         params = self.get_params()
         for p in self._runtime_params:
             params.pop(p, None)
-        for k, v in params.items():
-            if isinstance(v, tuple):
-                params[k] = list(v)
-        return params
+        return _jsonable(params)
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Save to ``directory`` (skops + npz + JSON + ``manifest.json``, no pickle); returns it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import json
 from pathlib import Path
 
@@ -284,3 +285,29 @@ def test_batching_does_not_change_answers(fitted):
     for t, a, c in zip(texts, batch, conf):
         one, c1 = s.predict_with_confidence([t])
         assert one[0] == a and np.isclose(c1[0], c)
+
+
+def test_fits_in_worker_processes_give_the_same_model(fitted, addresses):
+    """The fold CRFs and the final one train in processes (crfsuite holds the GIL): same models."""
+    s, held = fitted
+    train = addresses[:350]
+    p = TaggerStudent(confidence_cv=3, max_iterations=60, n_jobs=2)
+    p.fit([r["text"] for r in train], [r["fields"] for r in train])
+    assert p.model_bytes_ == s.model_bytes_
+    np.testing.assert_array_equal(p.oof_confidence_, s.oof_confidence_)
+    texts = [r["text"] for r in held]
+    np.testing.assert_array_equal(p.predict_confidence(texts), s.predict_confidence(texts))
+
+
+def test_worker_count_follows_n_jobs_and_the_size_of_the_fits():
+    from downsize.students.tagger.train import PARALLEL_MIN_RECORDS, resolve_jobs
+
+    small = [([[["w"]]] * 10, [["O"]] * 10)] * 4
+    big = [([[["w"]]] * PARALLEL_MIN_RECORDS, [["O"]] * PARALLEL_MIN_RECORDS)] * 4
+    assert resolve_jobs(None, small) == 1
+    assert resolve_jobs(None, big) == min(4, os.cpu_count() or 1)
+    assert resolve_jobs(1, big) == 1
+    assert resolve_jobs(8, small[:2]) == 2  # never more workers than fits
+    assert resolve_jobs(-1, big) == min(4, os.cpu_count() or 1)
+    with pytest.raises(StudentError, match="n_jobs"):
+        TaggerStudent(n_jobs=0).fit(["1 Main St"], [{"Number": "1"}])

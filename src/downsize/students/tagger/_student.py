@@ -10,7 +10,6 @@ probabilities), :mod:`.confidence` (the stacked record confidence),
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,12 +27,12 @@ from .persist import load_tagger, save_tagger, tagger_state
 from .align import Alignment, align_entities, align_fields
 from .spans import EdgeRule, normalise_entities, normalise_record, tokenize
 from .checks import parse_checks, problems
+from .train import train_crfs
 
 __all__ = ["TaggerStudent", "same_answer"]
 
 _TARGETS = ("fields", "entities")
 _CONFIDENCES = ("stacked", "answer")
-_MODEL = "model.crfsuite"
 
 
 def same_answer(a: Any, b: Any) -> bool:
@@ -127,6 +126,10 @@ class TaggerStudent(BaseEstimator):
         A record failing a check has its confidence multiplied by this (0: the teacher answers).
     random_state : int, default=0
         Seeds the fold split.
+    n_jobs : int or None, default=None
+        Processes for the ``confidence_cv + 1`` CRF fits (crfsuite holds the GIL, so not
+        threads): ``-1`` every core; ``None`` every core when the fits hold ≥ 2,000 records in
+        all, one otherwise (:mod:`downsize.students.tagger.train`). The models do not depend on it.
 
     Attributes
     ----------
@@ -177,6 +180,7 @@ class TaggerStudent(BaseEstimator):
         fields: dict[str, Any] | None = None,
         invalid_factor: float = 0.0,
         random_state: int = 0,
+        n_jobs: int | None = None,
     ) -> None:
         self.target = target
         self.c1 = c1
@@ -187,6 +191,7 @@ class TaggerStudent(BaseEstimator):
         self.fields = fields
         self.invalid_factor = invalid_factor
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     # -- parameters ---------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -203,6 +208,8 @@ class TaggerStudent(BaseEstimator):
         need(isinstance(self.max_iterations, int) and self.max_iterations >= 1, "max_iterations", "an integer ≥ 1")
         need(self.confidence in _CONFIDENCES, "confidence", " or ".join(map(repr, _CONFIDENCES)))
         need(isinstance(self.confidence_cv, int) and self.confidence_cv >= 2, "confidence_cv", "an integer ≥ 2")
+        need(self.n_jobs is None or (isinstance(self.n_jobs, int) and not isinstance(self.n_jobs, bool)
+                                     and self.n_jobs != 0), "n_jobs", "None or a non-zero integer")
         need(num(self.invalid_factor) and 0 <= self.invalid_factor <= 1, "invalid_factor", "a number in [0, 1]")
         if self.fields is not None and self.target != "fields":
             raise StudentError("fields (per-field checks) apply only to target='fields'")
@@ -214,26 +221,6 @@ class TaggerStudent(BaseEstimator):
         if self.target == "fields":
             return tokens, align_fields(text, tokens, answer)
         return tokens, align_entities(text, tokens, answer)
-
-    def _train(self, items: list[list[list[str]]], tags: list[list[str]]) -> bytes:
-        import pycrfsuite
-
-        trainer = pycrfsuite.Trainer(verbose=False)
-        for x, t in zip(items, tags):
-            if x:
-                trainer.append(x, t)
-        trainer.set_params(
-            {
-                "c1": float(self.c1),
-                "c2": float(self.c2),
-                "max_iterations": int(self.max_iterations),
-                "feature.possible_transitions": True,
-            }
-        )
-        with tempfile.TemporaryDirectory(prefix="downsize-crf-") as tmp:
-            path = os.path.join(tmp, _MODEL)
-            trainer.train(path)
-            return Path(path).read_bytes()
 
     def fit(self, X: Sequence[str], y: Sequence[Any]) -> TaggerStudent:
         """Fit on texts and the teacher's answers (dicts for fields, mention lists for entities).
@@ -269,10 +256,13 @@ class TaggerStudent(BaseEstimator):
         items = [item_attrs(token_keys(tk)) if i in keep else [] for i, (tk, _) in enumerate(aligned)]
         tags = [al.tags for _, al in aligned]
         self.confidence_, self.oof_accuracy_ = "answer", None
-        if self.confidence == "stacked":
-            self._fit_stacked(texts, answers, aligned, items, tags, clean)
-        self._set_model(self._train([items[i] for i in clean], [tags[i] for i in clean]),
-                        [aligned[i] for i in clean])
+        # the final CRF and, for the stacked confidence, one per fold: independent fits, trained at once
+        fold, parts = self._folds(len(texts), clean)
+        jobs = [([items[i] for i in part], [tags[i] for i in part]) for part in [clean, *parts]]
+        models = train_crfs(jobs, self._crf_params(), self.n_jobs)
+        if parts:
+            self._fit_stacked(texts, answers, aligned, fold, parts, models[1:])
+        self._set_model(models[0], [aligned[i] for i in clean])
         self.n_train_ = len(clean)
         self.train_seconds_ = time.perf_counter() - t0
         return self
@@ -285,22 +275,27 @@ class TaggerStudent(BaseEstimator):
         labels = {t.partition("-")[2] if t[:2] in ("B-", "I-") else t for t in self.chain_.labels}
         self.labels_ = sorted(labels - {"O"})
 
-    def _fit_stacked(self, texts, answers, aligned, items, tags, clean) -> None:
+    def _crf_params(self) -> dict[str, Any]:
+        return {"c1": float(self.c1), "c2": float(self.c2), "max_iterations": int(self.max_iterations)}
+
+    def _folds(self, n: int, clean: list[int]) -> tuple[np.ndarray, list[list[int]]]:
+        """The stacked confidence's fold of each record and each fold model's training records
+        (none: too few records, a fold with nothing to train on, or ``confidence="answer"``)."""
         cv = self.confidence_cv
-        if len(texts) < 4 * cv:
-            return
-        rng = np.random.default_rng(self.random_state)
-        fold = rng.permutation(len(texts)) % cv
+        if self.confidence != "stacked" or n < 4 * cv:
+            return np.zeros(n, dtype=int), []
+        fold = np.random.default_rng(self.random_state).permutation(n) % cv
+        parts = [[i for i in clean if fold[i] != k] for k in range(cv)]
+        return (fold, parts) if all(parts) else (fold, [])
+
+    def _fit_stacked(self, texts, answers, aligned, fold, parts, models) -> None:
+        cv = self.confidence_cv
         X = np.zeros((len(texts), len(DESCRIPTORS)))
         right = np.zeros(len(texts), dtype=bool)
         decoded: list[Decoded | None] = [None] * len(texts)
-        for k in range(cv):
-            train = [i for i in clean if fold[i] != k]
+        for k, (train, model) in enumerate(zip(parts, models)):
             held = np.flatnonzero(fold == k).tolist()
-            if not train:
-                return
-            self._set_model(self._train([items[i] for i in train], [tags[i] for i in train]),
-                            [aligned[i] for i in train])
+            self._set_model(model, [aligned[i] for i in train])
             for i, d in zip(held, self._decode([texts[i] for i in held])):
                 X[i] = describe(d, self.familiarity_)
                 right[i] = same_answer(d.answer, answers[i])

@@ -194,3 +194,27 @@ def test_minilm_features(debtags, tmp_path) -> None:
     assert f1 > 0.3
     again = load_student(st.save(tmp_path / "m"))
     assert again.predict_with_confidence([r["text"] for r in held], loss="f1")[0] == answers
+
+
+def test_neighbours_are_the_most_similar_training_texts(debtags):
+    """The sparse top-k equals a brute-force ranking of the dense cosine matrix wherever the
+    k-th neighbour shares a term (below that, zero-similarity padding), self excluded in training."""
+    from downsize.students.multilabel.neighbours import Neighbours
+
+    texts = [r["text"] for r in debtags]
+    Y = np.zeros((len(texts), 3), dtype=bool)
+    nb = Neighbours(k=5, max_df=0.2).fit(texts[:300], Y[:300])
+    for query, training in ((texts[300:], False), (texts[:300], True)):
+        idx, sim = nb.query(None if training else query, training=training)
+        B = nb.A if training else nb.vectorizer.transform(query)
+        G = (B @ nb.A.T).toarray()
+        if training:
+            np.fill_diagonal(G, -1.0)
+        best = -np.sort(-G, axis=1)[:, :5]
+        full = best[:, -1] > 0
+        assert full.mean() > 0.5  # the check covers most rows
+        np.testing.assert_allclose(sim[full], best[full], rtol=1e-6)
+        np.testing.assert_allclose(np.take_along_axis(G, idx, 1)[full], best[full], rtol=1e-6)
+        assert np.all(np.diff(sim, axis=1) <= 0) and np.all(sim >= 0)
+        nz = (sim > 0).sum(1)
+        assert np.array_equal(nz, np.minimum((np.maximum(G, 0) > 0).sum(1), 5))

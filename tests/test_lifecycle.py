@@ -281,3 +281,23 @@ def test_the_report_says_why_a_task_is_suspended(proj: tuple[Config, Store]) -> 
     assert life["state"] == "suspended" and life["suspended"]["evidence"]["disagreements"] == 9
     [step] = [s for s in rep["next_steps"] if s["kind"] == "suspended"]
     assert "9 of 30" in step["detail"] and step["command"] == "downsize retrain news"
+
+
+def test_retrain_leaves_rare_labels_to_the_teacher(tmp_path: Path, demo: dict[str, list[Any]]) -> None:
+    """A label with too few examples in the retrain window does not stop a retrain (as it does not
+    stop train): the candidate never answers it, and the gate counts any answer on it as an error."""
+    cfg = make_config(tmp_path, retrain_window=400)
+    store = Store(cfg.store_url())
+    add(store, demo["train"][:1200], None)
+    train_task(store, cfg, "news", kind="tfidf")
+    calibrate_task(store, cfg, "news")
+    common = [(t, y) for t, y in demo["train"][1200:] + demo["test"] if y in ("earn", "acq", "crude")][:700]
+    grain = [(t, y) for t, y in demo["test"] if y == "grain"][:3]
+    add(store, common[:200] + grain + common[200:], "shadow")
+    res = lifecycle.retrain_task(store, cfg, "news", promote_it=False)
+    cand = store.student(res.student_version_id)
+    from downsize.training import load_student_version
+
+    st = load_student_version(cand, cfg.home_dir())
+    assert "grain" not in st.classes_ and cand.n_train < 400 and res.passed, res.message
+    store.close()

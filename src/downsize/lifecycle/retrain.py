@@ -237,7 +237,8 @@ def retrain_task(store: Store, config: Config, task_name: str, *, promote_it: bo
     LifecycleError
         Too few fresh shadow labels to calibrate (says how many, and how many are needed).
     StudentError
-        The training labels do not fit the task (one label only, too few per label...).
+        The training labels do not fit the task (fewer than two labels with enough examples:
+        rarer labels are left to the teacher, as ``downsize train`` does).
     """
     task = config.task(task_name)
     cur = live(store, task_name)
@@ -266,7 +267,19 @@ def retrain_task(store: Store, config: Config, task_name: str, *, promote_it: bo
             raise StudentError(f"task {task_name!r}: label {lab[0]!r} of example #{e.example_id} does not fit the "
                                f"task: {exc}") from None
         X.append(e.text)
-    task.check_training(task_name, y)
+    # as `downsize train`: labels too rare to learn stay with the teacher (their rows are not trained
+    # on; in the fresh calibration rows any student answer on them counts as an error)
+    rare = task.teacher_only(y)
+    if rare:
+        keep = [not task.needs_teacher(a, rare) for a in y]
+        X, y = [x for x, k in zip(X, keep) if k], [a for a, k in zip(y, keep) if k]
+    try:
+        task.check_training(task_name, y)
+    except StudentError as exc:
+        if not rare:
+            raise
+        raise StudentError(f"{exc}; left to the teacher: "
+                           + "; ".join(f"{lab!r} ({why})" for lab, why in sorted(rare.items()))) from None
     family = kind or (cur.student.kind if cur.student is not None else
                       task.student if task.student != "auto" else task.students[0])
     t0 = time.perf_counter()

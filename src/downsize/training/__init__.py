@@ -44,7 +44,7 @@ from ._common import (
     student_dir,
 )
 
-__all__ = ["SYNTHETIC", "TrainResult", "calibrate_task", "candidate_kinds", "embedding_cache_dir",
+__all__ = ["SYNTHETIC", "TrainResult", "calibrate_task", "candidate_kinds", "embedding_cache_dir", "rare_text",
            "load_student_version", "student_dir", "train_task"]
 
 
@@ -184,7 +184,7 @@ def train_task(store: Store, config: Config, task_name: str, *, kind: str | None
     except StudentError as exc:
         if not rare:
             raise
-        raise StudentError(f"{exc}; left to the teacher: {_rare_text(rare)}") from None
+        raise StudentError(f"{exc}; left to the teacher: {rare_text(rare)}") from None
     ids = np.array([e.example_id for e in real])
     notes: list[str] = []
     crossfit = task.calibration_folds >= 2 and len(real) >= 2 * _MIN_SPLIT
@@ -306,5 +306,6 @@ def _split(task: TaskConfig, y: list[Any], learn: np.ndarray, seed: int) -> tupl
     return tr, np.concatenate([cal, lone])
 
 
-def _rare_text(rare: dict[str, str]) -> str:
+def rare_text(rare: dict[str, str]) -> str:
+    """The labels left to the teacher and why, for an error message."""
     return "; ".join(f"{lab!r} ({why})" for lab, why in sorted(rare.items()))

@@ -175,6 +175,28 @@ def test_a_claim_is_waited_for_and_an_expired_one_taken_over(tmp_path: Path) -> 
         assert {c.request_hash for c in st.open_claims()} == {"b" * 64, "c" * 64}
 
 
+def test_a_call_recorded_between_the_claims_reads_is_not_sent_again(tmp_path: Path) -> None:
+    """Process A records its call and drops its claim just after B looked for the record and just
+    before B looked for a claim: B must answer from A's record, not claim and pay again."""
+    from sqlalchemy import event
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    h = "d" * 64
+    with Store(url) as a, Store(url) as b:
+        assert a.claim_call(h, owner="x:1:a", lease_s=60) == "claimed"
+        fired = []
+
+        @event.listens_for(b.engine, "before_cursor_execute")
+        def a_finishes(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+            if not fired and "FROM teacher_call_claims" in statement and statement.lstrip().startswith("SELECT"):
+                fired.append(True)
+                a.record_call(TeacherCall(request_hash=h, base_url="u", model="m", prompt=[], status="ok"),
+                              owner="x:1:a")
+
+        assert b.claim_call(h, owner="x:2:b", lease_s=60) == "recorded"
+        assert fired and a.open_claims() == []
+
+
 # ------------------------------------------------------------------------------------
 # item 8: NUL-safe CSV export, a private store file, a quiet replay teacher
 # ------------------------------------------------------------------------------------

@@ -136,6 +136,14 @@ class ClaimsMixin:
                     conn.execute(insert(claims).values(request_hash=request_hash, state="pending", owner=owner,
                                                        lease_until=lease, reserved_usd=reserve_usd, task=task,
                                                        claimed_at=now))
+                    # The reads above are not one snapshot (SQLite's driver and PostgreSQL's read
+                    # committed see each statement's latest commits): another process may have
+                    # recorded the call and dropped its claim between them. Holding our insert's
+                    # write lock now, a record made before it is visible, and none can come after.
+                    if conn.execute(select(TeacherCall.id).where(TeacherCall.request_hash == request_hash)).first():
+                        conn.execute(delete(claims).where(claims.c.request_hash == request_hash,
+                                                          claims.c.owner == owner))
+                        return RECORDED
                     return CLAIMED
                 took = conn.execute(
                     update(claims)

@@ -197,6 +197,16 @@ def test_a_call_recorded_between_the_claims_reads_is_not_sent_again(tmp_path: Pa
         assert fired and a.open_claims() == []
 
 
+def test_a_label_another_run_wrote_meanwhile_is_not_written_again(tmp_path: Path) -> None:
+    """Two runs answered one text (one paid, one read the record): the second flush adds nothing."""
+    with Store(f"sqlite:///{tmp_path / 'd.db'}") as a, Store(f"sqlite:///{tmp_path / 'd.db'}") as b:
+        eid, other = a.add_examples("news", ["one text", "another"], source="t")
+        assert a.add_labels("news", [(eid, "earn")], source="teacher", unless_labelled=True) == 1
+        assert b.add_labels("news", [(eid, "earn"), (other, "acq")], source="teacher", unless_labelled=True) == 1
+        assert b.add_labels("news", [(eid, "gold")], source="gold", unless_labelled=True) == 1  # per source
+        assert sorted((x.example_id, x.source) for x in b.labelled_examples("news")) == [(eid, "gold"), (other, "teacher")]
+
+
 # ------------------------------------------------------------------------------------
 # item 8: NUL-safe CSV export, a private store file, a quiet replay teacher
 # ------------------------------------------------------------------------------------

@@ -164,11 +164,9 @@ async def label_texts(
         if buffer:
             batch = list(buffer)
             buffer.clear()
-            have = store.teacher_labelled_ids(task_name, [e for e, _, _ in batch])  # another run's, meanwhile
-            batch = [b for b in batch if b[0] not in have]
-            store.add_labels(
+            store.add_labels(  # not over another run's label of the same text, written meanwhile
                 task_name, [(e, lab) for e, lab, _ in batch], source=label_source,
-                teacher_call_ids=[c for _, _, c in batch],
+                teacher_call_ids=[c for _, _, c in batch], unless_labelled=True,
             )
         last_flush = time.monotonic()
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, inspect, select
+from sqlalchemy import create_engine, event, func, inspect, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +25,7 @@ from .schema import (
     Example,
     Label,
     RequestLog,
+    SpendLedger,
     SpotCheck,
     StudentVersion,
     TeacherCall,
@@ -203,10 +204,13 @@ class Store(ClaimsMixin):
         source: str,
         teacher_call_ids: Sequence[int | None] | None = None,
         origin: str | None = None,
+        unless_labelled: bool = False,
     ) -> int:
         """Append labels ``(example_id, label)`` from ``source``; returns how many were added.
 
         ``origin`` (one of ``LABEL_ORIGINS``) says how the gateway selected the text, for labels it saw.
+        ``unless_labelled``: leave out the examples that already have a label from ``source``
+        (another run's, say), checked and written in one transaction under the store's write lock.
         """
         if source not in LABEL_SOURCES:
             raise ValueError(f"source must be one of {LABEL_SOURCES}, got {source!r}")
@@ -215,6 +219,17 @@ class Store(ClaimsMixin):
         items = list(items)
         calls = list(teacher_call_ids) if teacher_call_ids is not None else [None] * len(items)
         with self.session() as s:
+            if unless_labelled and items:
+                # a no-op write to the ledger row first: it takes the store's write lock (a row lock
+                # on PostgreSQL), so two runs' check-then-insert cannot interleave
+                s.execute(update(SpendLedger).where(SpendLedger.id == 1).values(claims=SpendLedger.claims))
+                wanted = list(dict.fromkeys(eid for eid, _ in items))
+                have: set[int] = set()
+                for i in range(0, len(wanted), 500):
+                    have.update(s.scalars(select(Label.example_id).where(
+                        Label.task == task, Label.source == source, Label.example_id.in_(wanted[i : i + 500]))))
+                keep = [k for k, (eid, _) in enumerate(items) if eid not in have]
+                items, calls = [items[k] for k in keep], [calls[k] for k in keep]
             s.add_all(
                 Label(example_id=eid, task=task, label=lab, source=source, teacher_call_id=cid, origin=origin)
                 for (eid, lab), cid in zip(items, calls)
@@ -255,16 +270,6 @@ class Store(ClaimsMixin):
                 .where(Example.task == task, Label.source == source)
             )
             return {h for (h,) in rows}
-
-    def teacher_labelled_ids(self, task: str, example_ids: Sequence[int]) -> set[int]:
-        """Which of ``example_ids`` already have a teacher label (a concurrent run's, say)."""
-        wanted = list(dict.fromkeys(example_ids))
-        found: set[int] = set()
-        with self.session() as s:
-            for i in range(0, len(wanted), 500):
-                found.update(s.scalars(select(Label.example_id).where(
-                    Label.task == task, Label.source == "teacher", Label.example_id.in_(wanted[i : i + 500]))))
-        return found
 
     # -- teacher calls (the content-addressed cache) ------------------------------------
     def recorded_hashes(self, request_hashes: Iterable[str]) -> set[str]:

@@ -123,7 +123,8 @@ class ClaimsMixin:
                 if budget is not None:  # the lock: serialises the budget check with the claim it allows
                     conn.execute(update(SpendLedger).where(SpendLedger.id == 1)
                                  .values(claims=SpendLedger.claims + 1))
-                if conn.execute(select(TeacherCall.id).where(TeacherCall.request_hash == request_hash)).first():
+                recorded = select(TeacherCall.id).where(TeacherCall.request_hash == request_hash)
+                if conn.execute(recorded).first():
                     return RECORDED
                 cur = conn.execute(select(claims.c.id, claims.c.owner, claims.c.lease_until)
                                    .where(claims.c.request_hash == request_hash)).first()
@@ -140,7 +141,7 @@ class ClaimsMixin:
                     # committed see each statement's latest commits): another process may have
                     # recorded the call and dropped its claim between them. Holding our insert's
                     # write lock now, a record made before it is visible, and none can come after.
-                    if conn.execute(select(TeacherCall.id).where(TeacherCall.request_hash == request_hash)).first():
+                    if conn.execute(recorded).first():
                         conn.execute(delete(claims).where(claims.c.request_hash == request_hash,
                                                           claims.c.owner == owner))
                         return RECORDED

@@ -15,7 +15,6 @@ student on 250k n-grams stays a few MB instead of 190.
 from __future__ import annotations
 
 import os
-
 from typing import Any
 
 import numpy as np
@@ -64,7 +63,7 @@ def scores(F: Any, W: Any, b: np.ndarray) -> np.ndarray:
     ``F`` is cast to ``W``'s float32 first (a float64 ``F`` makes scipy upcast the whole of
     ``W`` on every call: twice the time), and a large batch is cut into one block of rows per
     core, multiplied in threads (scipy's sparse kernels release the GIL)."""
-    F = F.astype(W.dtype, copy=False) if F.dtype != W.dtype else F
+    F = F.astype(W.dtype, copy=False)
     n, cores = F.shape[0], os.cpu_count() or 1
     if n >= _PARALLEL_ROWS and cores > 1:
         from concurrent.futures import ThreadPoolExecutor

@@ -33,6 +33,7 @@ class Neighbours:
         self.vectorizer: Any = None
         self.A: Any = None  # (n_train, n_terms) CSR, rows unit-norm
         self.Y: np.ndarray | None = None  # (n_train, n_labels) bool
+        self._AT: Any = None  # A transposed, CSR: made by the first query
 
     def fit(self, X: list[str], Y: np.ndarray) -> Neighbours:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -62,9 +63,9 @@ class Neighbours:
         if self.A is None or self.A.shape[0] < 2:
             return None
         B = self.A if training else self.vectorizer.transform(X)
-        AT = getattr(self, "_AT", None)
-        if AT is None or AT.shape[1] != self.A.shape[0]:
-            AT = self._AT = self.A.T.tocsr()
+        if self._AT is None:  # the index transposed once (fit and from_bytes reset it)
+            self._AT = self.A.T.tocsr()
+        AT = self._AT
         idx, sim = [], []
         for s in range(0, B.shape[0], _CHUNK):
             G = (B[s : s + _CHUNK] @ AT).toarray()

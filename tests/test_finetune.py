@@ -19,7 +19,7 @@ from downsize.students.batching import head_tail, length_batches, pad
 from downsize.students.encoder import minilm_available
 from downsize.students.finetune import finetune_available
 from downsize.students.finetune._student import choose_max_length
-from downsize.students.finetune.runtime import fit_temperature, softmax
+from downsize.students.finetune.runtime import fit_temperature, parity, softmax
 
 DATA = Path(__file__).resolve().parent / "data"
 needs_finetune = pytest.mark.skipif(
@@ -80,6 +80,19 @@ def test_temperature_undoes_overconfidence() -> None:
     assert 2.6 < t < 3.4
 
 
+def test_parity_counts_flips_of_coin_tosses_apart() -> None:
+    """The parity bar is judged on the texts the reference decides by the margin: a flip at
+    0.52/0.48 does not count there, a flip at 0.9/0.1 does (and both count in ``same_label``)."""
+    ref = np.array([[0.52, 0.48], [0.9, 0.1], [0.2, 0.8], [0.05, 0.95]])
+    coin = np.array([[0.49, 0.51], [0.88, 0.12], [0.22, 0.78], [0.06, 0.94]])
+    p = parity(ref, coin, margin=0.2)
+    assert p["same_label"] == 0.75 and p["decided_share"] == 0.75 and p["same_label_decided"] == 1.0
+    confident = np.array([[0.53, 0.47], [0.4, 0.6], [0.2, 0.8], [0.05, 0.95]])
+    q = parity(ref, confident, margin=0.2)
+    assert q["same_label"] == 0.75 and q["same_label_decided"] == pytest.approx(2 / 3)
+    assert parity(ref, coin, margin=0.0)["same_label_decided"] == 0.75  # margin 0: every text counts
+
+
 def test_registered_opt_in_and_bad_params() -> None:
     assert STUDENTS["finetune"] is FinetuneStudent and "finetune" in OPT_IN
     from downsize.tasks.classify import ClassifyTask
@@ -87,7 +100,8 @@ def test_registered_opt_in_and_bad_params() -> None:
 
     task = ClassifyTask(labels={"a": "", "b": ""}, student="finetune", instructions="Classify.")
     assert "finetune" in task.students and "finetune" not in candidate_kinds(task)
-    for bad in ({"max_length": 8}, {"max_epochs": 0}, {"validation_fraction": 0.9}, {"truncation": "tail"}):
+    for bad in ({"max_length": 8}, {"max_epochs": 0}, {"validation_fraction": 0.9}, {"truncation": "tail"},
+                {"parity_margin": 2}):
         with pytest.raises(StudentError, match=next(iter(bad))):
             FinetuneStudent(**bad).fit(["a b", "c d"] * 5, ["x", "y"] * 5)
 

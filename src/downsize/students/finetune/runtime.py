@@ -45,15 +45,28 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(res.x))
 
 
-def parity(p_ref: np.ndarray, p_new: np.ndarray) -> dict[str, float]:
-    """Same-label share and probability differences of ``p_new`` against ``p_ref``."""
-    diff = np.abs(np.asarray(p_ref) - np.asarray(p_new))
+def parity(p_ref: np.ndarray, p_new: np.ndarray, margin: float = 0.0) -> dict[str, float]:
+    """Same-label share and probability differences of ``p_new`` against ``p_ref``.
+
+    ``same_label_decided`` is the same-label share on the rows that ``p_ref`` decides by at
+    least ``margin`` (its top probability minus the runner-up; ``decided_share`` says how many):
+    a text the reference model itself calls 0.52/0.48 is a coin toss that any perturbation may
+    flip, and that no useful α answers locally."""
+    p_ref, p_new = np.asarray(p_ref), np.asarray(p_new)
+    diff = np.abs(p_ref - p_new)
+    n = len(p_ref)
+    same = p_ref.argmax(1) == p_new.argmax(1)
+    top2 = np.sort(p_ref, axis=1)[:, -2:]
+    decided = top2[:, -1] - top2[:, 0] >= margin
     return {
-        "n": int(len(p_ref)),
-        "same_label": float(np.mean(p_ref.argmax(1) == p_new.argmax(1))) if len(p_ref) else 1.0,
-        "max_abs_diff": float(diff.max()) if len(p_ref) else 0.0,
-        "p99_abs_diff": float(np.percentile(diff.max(1), 99)) if len(p_ref) else 0.0,
-        "mean_abs_diff": float(diff.mean()) if len(p_ref) else 0.0,
+        "n": int(n),
+        "same_label": float(same.mean()) if n else 1.0,
+        "margin": float(margin),
+        "decided_share": float(decided.mean()) if n else 1.0,
+        "same_label_decided": float(same[decided].mean()) if decided.any() else 1.0,
+        "max_abs_diff": float(diff.max()) if n else 0.0,
+        "p99_abs_diff": float(np.percentile(diff.max(1), 99)) if n else 0.0,
+        "mean_abs_diff": float(diff.mean()) if n else 0.0,
     }
 
 

@@ -313,12 +313,14 @@ def speed(kind: str, train: list[dict], test: list[dict], repeat: int = 5) -> di
     model, fit_s = timed_fit(kind, [r["text"] for r in train], [r["fields"] for r in train])
     texts = [r["text"] for r in test]
     out = {"model": kind, "train_seconds": fit_s}
-    for label, batch in (("cold", texts), ("warm", texts * repeat)):
-        w0, c0 = time.perf_counter(), time.process_time()
-        model.predict_with_confidence(batch)
-        w, c = time.perf_counter() - w0, time.process_time() - c0
-        out[f"records_per_s_{label}"] = len(batch) / w
-        out[f"records_per_cpu_s_{label}"] = len(batch) / c
+    for label, batch, runs in (("cold", texts, 1), ("warm", texts * repeat, 1), ("steady", texts * repeat, 3)):
+        best_w = best_c = float("inf")
+        for _ in range(runs):  # steady: the best of 3 more calls (a server's or a chunked batch's later calls)
+            w0, c0 = time.perf_counter(), time.process_time()
+            model.predict_with_confidence(batch)
+            best_w, best_c = min(best_w, time.perf_counter() - w0), min(best_c, time.process_time() - c0)
+        out[f"records_per_s_{label}"] = len(batch) / best_w
+        out[f"records_per_cpu_s_{label}"] = len(batch) / best_c
     return out
 
 
@@ -365,7 +367,8 @@ def main() -> None:
                 rows.append(r)
                 print(f"{name:13s} {k:14s} train {r['train_seconds']:6.1f} s | predict (batch of {len(test)}) "
                       f"cold {r['records_per_s_cold']:6.0f} rec/s ({r['records_per_cpu_s_cold']:6.0f} per CPU-s), "
-                      f"warm {r['records_per_s_warm']:6.0f} rec/s ({r['records_per_cpu_s_warm']:6.0f} per CPU-s)")
+                      f"warm {r['records_per_s_warm']:6.0f} rec/s, steady {r['records_per_s_steady']:6.0f} rec/s "
+                      f"({r['records_per_cpu_s_steady']:6.0f} per CPU-s)")
         (RESULTS / "extract-speed.json").write_text(json.dumps(
             {"load_average": os.getloadavg()[0], "results": rows}, indent=2) + "\n")
         return

@@ -218,3 +218,27 @@ def test_neighbours_are_the_most_similar_training_texts(debtags):
         assert np.all(np.diff(sim, axis=1) <= 0) and np.all(sim >= 0)
         nz = (sim > 0).sum(1)
         assert np.array_equal(nz, np.minimum((np.maximum(G, 0) > 0).sum(1), 5))
+
+
+def test_neighbour_vectors_from_the_features_equal_their_own_vectoriser(fitted, tmp_path):
+    """Predicting reuses the features' word TF-IDF rows for the neighbour index instead of
+    tokenising the texts again: the vectors (and so the confidences) are the vectoriser's own,
+    after a save/load too; an index term missing from the features turns the shortcut off."""
+    st, held = fitted
+    texts = [r["text"] for r in held]
+    nb = st.neighbours_
+    _, words = st.features_.transform_parts(texts)
+    assert nb._link is not None
+    own = nb.vectorizer.transform(texts).toarray()
+    np.testing.assert_allclose(nb._from_words(words).toarray(), own, rtol=1e-5, atol=1e-7)
+    back = load_student(st.save(tmp_path / "ml"))
+    assert back.neighbours_._link is not None
+    np.testing.assert_allclose(back.confidence(texts), st.confidence(texts), rtol=1e-6)
+    vocab, idf = st.features_.word_terms()
+    first = nb.vocabulary()[0]
+    nb.link(({t: c for t, c in vocab.items() if t != first}, idf))
+    try:
+        assert nb._link is None
+        assert nb.query(texts, words=words)[0].shape == (len(texts), nb.k)  # its own vectoriser then
+    finally:
+        nb.link((vocab, idf))

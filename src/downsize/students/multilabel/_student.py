@@ -214,6 +214,7 @@ class MultiLabelStudent(BaseEstimator):
         self.set_counts_ = dict(Counter(set_key(np.flatnonzero(r)) for r in Y))
         self.n_train_ = len(texts)
         self.neighbours_ = Neighbours().fit(texts, Y)
+        self.neighbours_.link(feats.word_terms())
         found = self.neighbours_.query(texts, training=True)
         P = apply_platt(S, self.platt_)
         self.confidence_ = {}
@@ -269,9 +270,10 @@ class MultiLabelStudent(BaseEstimator):
         texts = check_texts(X, fit=False)
         if not texts:
             return [], np.empty(0)
-        P = self._proba(texts)
+        F, words = self.features_.transform_parts(texts)
+        P = apply_platt(scores(F, self._weights(), self.intercept_), self.platt_)
         M = decode(P, loss, max_labels=self.max_labels, allow_empty=self.allow_empty_)
-        conf = self.confidence_[loss].predict(self._describe(P, M, self.neighbours_.query(texts)))
+        conf = self.confidence_[loss].predict(self._describe(P, M, self.neighbours_.query(texts, words=words)))
         names = self.classes_
         return [tuple(sorted(names[m])) for m in M], conf
 
@@ -369,6 +371,7 @@ class MultiLabelStudent(BaseEstimator):
             st.dropped_labels_ = list(state["dropped_labels"])
             st.oof_exact_, st.oof_f1_ = float(state["oof_exact"]), float(state["oof_f1"])
             st.neighbours_ = Neighbours.from_bytes(blobs[_NEIGHBOURS], json.loads(blobs[_NEIGHBOUR_TERMS]))
+            st.neighbours_.link(feats.word_terms())
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptArtifactError(f"{directory}: the saved multi-label state is incomplete ({exc!r})") from None
         n_labels = len(manifest["classes"])

@@ -34,6 +34,7 @@ class Neighbours:
         self.A: Any = None  # (n_train, n_terms) CSR, rows unit-norm
         self.Y: np.ndarray | None = None  # (n_train, n_labels) bool
         self._AT: Any = None  # A transposed, CSR: made by the first query
+        self._link: tuple[np.ndarray, np.ndarray] | None = None  # see link()
 
     def fit(self, X: list[str], Y: np.ndarray) -> Neighbours:
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -45,7 +46,7 @@ class Neighbours:
         except ValueError:  # no term in 2 texts and few enough: no neighbours (descriptors stay 0)
             vec, A = None, None
         self.vectorizer, self.A, self.Y = vec, A, np.asarray(Y, dtype=bool)
-        self._AT = None
+        self._AT = self._link = None
         return self
 
     def _top(self, G: np.ndarray, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -57,12 +58,41 @@ class Neighbours:
         order = np.argsort(-sim, axis=1)
         return np.take_along_axis(idx, order, axis=1), np.maximum(np.take_along_axis(sim, order, axis=1), 0.0)
 
-    def query(self, X: list[str] | None, *, training: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+    def link(self, terms: tuple[dict[str, int], np.ndarray] | None) -> None:
+        """Let :meth:`query` build its vectors from another word TF-IDF matrix of the same texts
+        (the features' ``(vocabulary, idf)``: same tokens, ``sublinear_tf``, l2 rows), instead of
+        tokenising them again. Only when every index term is a column there: then the vectors are
+        exactly this vectoriser's (``(1 + log tf)·idf`` rescaled term by term, rows re-normalised)."""
+        self._link = None
+        if terms is None or self.vectorizer is None:
+            return
+        vocab, idf = terms
+        cols = np.fromiter((vocab.get(t, -1) for t in self.vocabulary()), dtype=np.int64)
+        if len(cols) and cols.min() >= 0:
+            self._link = (cols, (np.asarray(self.vectorizer.idf_) / np.asarray(idf)[cols]).astype(np.float64))
+
+    def _from_words(self, W: Any) -> Any:
+        import scipy.sparse as sp
+
+        cols, scale = self._link
+        B = (W.tocsr()[:, cols] @ sp.diags(scale)).tocsr()
+        norms = np.sqrt(np.asarray(B.multiply(B).sum(1)).ravel())
+        B = sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ B
+        return B.astype(np.float32).tocsr()
+
+    def query(self, X: list[str] | None, *, training: bool = False, words: Any = None
+              ) -> tuple[np.ndarray, np.ndarray] | None:
         """(indices, similarities) of each text's ``k`` nearest training texts, most similar first
-        (``training``: ``X`` are the training texts, each one's own row excluded)."""
+        (``training``: ``X`` are the training texts, each one's own row excluded; ``words``: their
+        word TF-IDF rows from the :meth:`link`-ed features, used instead of tokenising ``X``)."""
         if self.A is None or self.A.shape[0] < 2:
             return None
-        B = self.A if training else self.vectorizer.transform(X)
+        if training:
+            B = self.A
+        elif words is not None and getattr(self, "_link", None) is not None:
+            B = self._from_words(words)
+        else:
+            B = self.vectorizer.transform(X)
         if self._AT is None:  # the index transposed once (fit and from_bytes reset it)
             self._AT = self.A.T.tocsr()
         AT = self._AT

@@ -242,7 +242,11 @@ class MultiLabelStudent(BaseEstimator):
     def _proba(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.empty((0, len(self.classes_)))
-        return apply_platt(scores(self.features_.transform(texts), self._weights(), self.intercept_), self.platt_)
+        return self._proba_of(self.features_.transform(texts))
+
+    def _proba_of(self, F: Any) -> np.ndarray:
+        """The calibrated label probabilities of feature rows ``F``."""
+        return apply_platt(scores(F, self._weights(), self.intercept_), self.platt_)
 
     def _weights(self) -> Any:
         """The heads' weights for scoring: the sparse matrix is what is saved, but a product with
@@ -271,7 +275,7 @@ class MultiLabelStudent(BaseEstimator):
         if not texts:
             return [], np.empty(0)
         F, words = self.features_.transform_parts(texts)
-        P = apply_platt(scores(F, self._weights(), self.intercept_), self.platt_)
+        P = self._proba_of(F)
         M = decode(P, loss, max_labels=self.max_labels, allow_empty=self.allow_empty_)
         conf = self.confidence_[loss].predict(self._describe(P, M, self.neighbours_.query(texts, words=words)))
         names = self.classes_

@@ -89,7 +89,7 @@ class Neighbours:
             return None
         if training:
             B = self.A
-        elif words is not None and getattr(self, "_link", None) is not None:
+        elif words is not None and self._link is not None:
             B = self._from_words(words)
         else:
             B = self.vectorizer.transform(X)

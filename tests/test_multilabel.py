@@ -242,3 +242,25 @@ def test_neighbour_vectors_from_the_features_equal_their_own_vectoriser(fitted, 
         assert nb.query(texts, words=words)[0].shape == (len(texts), nb.k)  # its own vectoriser then
     finally:
         nb.link((vocab, idf))
+
+
+def test_a_batch_answered_in_threaded_blocks_equals_one_text_at_a_time(fitted, debtags, monkeypatch):
+    """A large batch is cut into blocks answered in threads: the sets and confidences are the
+    ones each text gets on its own (and the blocks really ran, several of them, in order)."""
+    from downsize.students import _threads
+
+    st, _ = fitted
+    texts = [r["text"] for r in debtags] * 2  # 1,200 texts: above the block-parallel threshold
+    monkeypatch.setattr(_threads, "cores", lambda: 2)
+    calls: list[int] = []
+    answer = st._answer
+    monkeypatch.setattr(st, "_answer", lambda t, loss, threads: calls.append(len(t)) or answer(t, loss, threads=threads))
+    for loss in ("exact", "f1"):
+        calls.clear()
+        sets, conf = st.predict_with_confidence(texts, loss=loss)
+        assert len(calls) >= 2 and sum(calls) == len(texts)
+        one = [st.predict_with_confidence([t], loss=loss) for t in texts[:600:7]]
+        assert sets[:600:7] == [s[0] for s, _ in one]
+        np.testing.assert_allclose(conf[:600:7], [c[0] for _, c in one], rtol=1e-9)
+        assert sets[600:] == sets[:600]
+        np.testing.assert_allclose(conf[600:], conf[:600], rtol=1e-12)

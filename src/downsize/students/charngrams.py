@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .wordngrams import count_matrix, weigh_counts
+
 __all__ = ["CharNgramTfidf"]
 
 _WS = re.compile(r"\s+")
@@ -119,6 +121,10 @@ class CharNgramTfidf:
         self._lookup = None
         return self
 
+    def prepare(self) -> None:
+        """Build the lookup table now rather than in the first :meth:`transform`."""
+        self._table()
+
     def _table(self) -> tuple[np.ndarray, np.ndarray, int]:
         """Open-addressing hash table (linear probing, load ≤ 0.5) over the vocabulary."""
         if self._lookup is None:
@@ -168,13 +174,7 @@ class CharNgramTfidf:
         docs, hashes = self._hashes(texts)
         col = self._columns(hashes)
         hit = col >= 0
-        m = sp.csr_matrix((np.ones(int(hit.sum())), (docs[hit], col[hit])), shape=(n_docs, width))
-        m.sum_duplicates()  # per-row sort of the column indices, adding up repeats: counts
-        m.data = (1.0 + np.log(m.data)) * self.idf_[m.indices]
-        rows = np.repeat(np.arange(n_docs), np.diff(m.indptr))
-        norms = np.sqrt(np.bincount(rows, weights=m.data * m.data, minlength=n_docs))
-        m.data /= np.where(norms > 0, norms, 1.0)[rows]
-        return m
+        return weigh_counts(count_matrix(docs[hit], col[hit], (n_docs, width)), self.idf_)
 
     def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         return self.fit(texts).transform(texts)

@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from ...errors import CorruptArtifactError, NotFittedError, StudentError
+from .._threads import map_blocks
 from ..artifacts import read_manifest, write_artifact
 from ..base import _jsonable, check_param, check_texts, is_int, is_range
 from .decode import StackedConfidence, decode, describe, row_f1, set_key
@@ -30,6 +31,10 @@ _LOSSES = ("exact", "f1")
 _DENSE_CELLS = 32_000_000
 #: C of the heads when ``C=None``, per featuriser.
 _DEFAULT_C = {"tfidf": 0.5, "minilm": 1.0}
+#: A batch of at least ``_PARALLEL_MIN`` texts is answered in blocks of about ``_BLOCK_ROWS``,
+#: one thread per core (:func:`~.._threads.map_blocks`); measured on debtags with 2 cores, 8
+#: blocks of ~780 rows beat 2 or 24 (blocks that finish early leave a core idle).
+_PARALLEL_MIN, _BLOCK_ROWS = 512, 768
 
 
 def _check_sets(y: Any, n: int, labels: list[str] | None) -> list[tuple[str, ...]]:
@@ -274,12 +279,21 @@ class MultiLabelStudent(BaseEstimator):
         texts = check_texts(X, fit=False)
         if not texts:
             return [], np.empty(0)
-        F, words = self.features_.transform_parts(texts)
-        P = self._proba_of(F)
-        M = decode(P, loss, max_labels=self.max_labels, allow_empty=self.allow_empty_)
-        conf = self.confidence_[loss].predict(self._describe(P, M, self.neighbours_.query(texts, words=words)))
+        self._weights()
+        self.features_.prepare()
+        self.neighbours_.prepare()
+        parts = map_blocks(lambda lo, hi: self._answer(texts[lo:hi], loss, threads=len(texts) < _PARALLEL_MIN),
+                           len(texts), block_rows=_BLOCK_ROWS, min_rows=_PARALLEL_MIN)
+        M, conf = np.vstack([m for m, _ in parts]), np.concatenate([c for _, c in parts])
         names = self.classes_
         return [tuple(sorted(names[m])) for m in M], conf
+
+    def _answer(self, texts: list[str], loss: str, *, threads: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded sets (boolean mask) and record confidences of one block of texts."""
+        F, words = self.features_.transform_parts(texts, threads=threads)
+        P = self._proba_of(F)
+        M = decode(P, loss, max_labels=self.max_labels, allow_empty=self.allow_empty_)
+        return M, self.confidence_[loss].predict(self._describe(P, M, self.neighbours_.query(texts, words=words)))
 
     def predict(self, X: Sequence[str], *, loss: str | None = None) -> list[tuple[str, ...]]:
         """Each text's label set (sorted tuple of label names)."""

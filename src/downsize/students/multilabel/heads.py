@@ -14,10 +14,11 @@ student on 250k n-grams stays a few MB instead of 190.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
+
+from .._threads import map_blocks
 
 __all__ = ["apply_platt", "fit_heads", "fit_platt", "out_of_fold", "scores"]
 
@@ -64,15 +65,9 @@ def scores(F: Any, W: Any, b: np.ndarray) -> np.ndarray:
     ``W`` on every call: twice the time), and a large batch is cut into one block of rows per
     core, multiplied in threads (scipy's sparse kernels release the GIL)."""
     F = F.astype(W.dtype, copy=False)
-    n, cores = F.shape[0], os.cpu_count() or 1
-    if n >= _PARALLEL_ROWS and cores > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        cuts = np.linspace(0, n, min(cores, n // (_PARALLEL_ROWS // 2)) + 1).astype(int)
-        with ThreadPoolExecutor(len(cuts) - 1) as pool:
-            parts = list(pool.map(lambda ab: _dense(F[ab[0] : ab[1]] @ W), zip(cuts[:-1], cuts[1:])))
-        return np.vstack(parts) + b
-    return _dense(F @ W) + b
+    parts = map_blocks(lambda lo, hi: _dense(F[lo:hi] @ W), F.shape[0], block_rows=F.shape[0],
+                       min_rows=_PARALLEL_ROWS)
+    return (np.vstack(parts) if len(parts) > 1 else parts[0]) + b
 
 
 def _dense(out: Any) -> np.ndarray:

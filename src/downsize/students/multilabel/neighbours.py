@@ -93,9 +93,7 @@ class Neighbours:
             B = self._from_words(words)
         else:
             B = self.vectorizer.transform(X)
-        if self._AT is None:  # the index transposed once (fit and from_bytes reset it)
-            self._AT = self.A.T.tocsr()
-        AT = self._AT
+        AT = self.prepare()
         idx, sim = [], []
         for s in range(0, B.shape[0], _CHUNK):
             G = (B[s : s + _CHUNK] @ AT).toarray()
@@ -103,6 +101,12 @@ class Neighbours:
             idx.append(i)
             sim.append(v)
         return np.vstack(idx), np.vstack(sim)
+
+    def prepare(self) -> Any:
+        """The index transposed (CSR), made once: by the first query, or before threads query."""
+        if self._AT is None and self.A is not None:  # fit and from_bytes reset it
+            self._AT = self.A.T.tocsr()
+        return self._AT
 
     def describe(self, M: np.ndarray, found: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         """The :data:`NEIGHBOUR_DESCRIPTORS` of each decoded set ``M`` (zeros without an index)."""

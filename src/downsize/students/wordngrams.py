@@ -1,0 +1,163 @@
+"""A faster ``transform`` for a fitted scikit-learn word n-gram ``TfidfVectorizer``.
+
+scikit-learn fits the vocabulary and idf (nothing here changes them or what is saved); only
+prediction goes through :class:`WordNgramTransform`, which returns the same matrix.
+``TfidfVectorizer.transform`` builds every n-gram as a Python string (``" ".join``) and
+looks each one up in a dict from a Python loop: on debtags' package descriptions that is
+~0.18 ms per text, a third of what the multi-label student spends per row. Here the
+tokens still come from the vectoriser's own regex (``findall``, in C), but every token is
+turned into an integer id by one C-level ``map(dict.get, …)``; an n-gram is then the
+integer ``id₁·T^(n−1) + … + idₙ`` (``T`` the number of distinct vocabulary tokens), looked
+up in the sorted keys of the vocabulary's n-grams with ``searchsorted``: exact, no hashing.
+Counts, ``(1 + log tf)·idf`` and the L2 norm are numpy (:func:`weigh_counts`).
+
+Only the configuration downsize fits is accelerated (word analyzer, default token pattern,
+no stop words, accents or custom callables, ``T^n < 2^62``); :meth:`WordNgramTransform.supports`
+says when, and any other vectoriser keeps its own ``transform``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from itertools import chain, repeat
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["WordNgramTransform", "count_matrix", "weigh_counts"]
+
+_DEFAULT_PATTERN = r"(?u)\b\w\w+\b"
+
+
+def count_matrix(docs: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """CSR counts of the ``(doc, column)`` occurrences, indices sorted within each row.
+
+    One sort of the flattened ``doc·width + column`` keys (uint32 when they fit: a batch cut
+    into chunks of rows always does), then the runs of equal keys are the counts. On debtags'
+    character n-grams that is 3–4x faster than ``coo_matrix(...).tocsr()``, which sorts row by
+    row to add up the repeats."""
+    n_docs, width = shape
+    dtype = np.uint32 if n_docs * width < 2**32 else np.int64
+    keys = np.sort(docs.astype(dtype) * dtype(width) + cols.astype(dtype))
+    if len(keys) == 0:
+        return sp.csr_matrix(shape, dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, len(keys)]).astype(np.float64)
+    rows, columns = np.divmod(keys[starts].astype(np.int64), width)
+    indptr = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_docs), out=indptr[1:])
+    return sp.csr_matrix((counts, columns.astype(np.int32), indptr), shape=shape)
+
+
+def weigh_counts(m: sp.csr_matrix, idf: np.ndarray | None, *, sublinear: bool = True,
+                 normalise: bool = True) -> sp.csr_matrix:
+    """In place: ``tf`` (or ``1 + log tf``) × ``idf``, rows L2-normalised, as scikit-learn's
+    ``TfidfTransformer`` does."""
+    if sublinear:
+        m.data = 1.0 + np.log(m.data)
+    if idf is not None:
+        m.data *= idf[m.indices]
+    if normalise:
+        rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+        norms = np.sqrt(np.bincount(rows, weights=m.data * m.data, minlength=m.shape[0]))
+        m.data /= np.where(norms > 0, norms, 1.0)[rows]
+    return m
+
+
+class WordNgramTransform:
+    """``transform`` of a fitted ``TfidfVectorizer`` (see the module docstring), built from its
+    ``vocabulary_`` and ``idf_``; ``transform(X)`` equals ``vectorizer.transform(X)``."""
+
+    def __init__(self, vectorizer: Any) -> None:
+        v = vectorizer
+        if not self.supports(v):
+            raise ValueError("WordNgramTransform reproduces only a fitted word TfidfVectorizer with the default "
+                             "token pattern and no stop words, accents, binary tf or custom callables")
+        self.vectorizer = v
+        self._findall = re.compile(v.token_pattern).findall
+        self.lowercase = bool(v.lowercase)
+        self.min_n, self.max_n = v.ngram_range
+        self.width = len(v.vocabulary_)
+        self.idf = np.asarray(v.idf_, dtype=np.float64) if v.use_idf else None
+        self.sublinear, self.normalise, self.dtype = bool(v.sublinear_tf), v.norm == "l2", v.dtype
+        split = {col: term.split(" ") for term, col in v.vocabulary_.items()}
+        self.tokens: dict[str, int] = {}
+        for parts in split.values():
+            if not self.min_n <= len(parts) <= self.max_n:
+                raise ValueError(f"vocabulary term {' '.join(parts)!r} is not a {v.ngram_range} n-gram")
+            for tok in parts:
+                self.tokens.setdefault(tok, len(self.tokens))
+        self.base = max(len(self.tokens), 1)
+        if float(self.base) ** self.max_n >= 2.0**62:
+            raise ValueError(f"{self.base} tokens to the power {self.max_n} overflow a 64-bit n-gram key")
+        by_n: dict[int, tuple[list[int], list[int]]] = {}
+        for col, parts in split.items():
+            key = 0
+            for tok in parts:
+                key = key * self.base + self.tokens[tok]
+            keys, cols = by_n.setdefault(len(parts), ([], []))
+            keys.append(key)
+            cols.append(col)
+        self.keys: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for n, (keys, cols) in by_n.items():
+            karr, carr = np.asarray(keys, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+            order = np.argsort(karr)
+            self.keys[n] = (karr[order], carr[order])
+
+    @classmethod
+    def of(cls, vectorizer: Any) -> WordNgramTransform | None:
+        """The accelerated transform of ``vectorizer``, or ``None`` when it is not one this reproduces."""
+        try:
+            return cls(vectorizer)
+        except ValueError:
+            return None
+
+    @staticmethod
+    def supports(v: Any) -> bool:
+        """Whether ``v`` is a fitted ``TfidfVectorizer`` configured as this class reproduces."""
+        try:
+            lo, hi = v.ngram_range
+            return bool(v.analyzer == "word" and v.tokenizer is None and v.preprocessor is None
+                        and v.stop_words is None and v.strip_accents is None and not v.binary
+                        and v.input == "content" and v.norm in ("l2", None) and v.token_pattern == _DEFAULT_PATTERN
+                        and 1 <= lo <= hi and hasattr(v, "vocabulary_") and (not v.use_idf or hasattr(v, "idf_")))
+        except AttributeError:
+            return False
+
+    def transform(self, X: Sequence[str]) -> sp.csr_matrix:
+        n_docs = len(X)
+        find = self._findall
+        toks = [find(x.lower()) for x in X] if self.lowercase else [find(x) for x in X]
+        lengths = np.fromiter(map(len, toks), dtype=np.int64, count=n_docs)
+        total = int(lengths.sum())
+        ids = np.fromiter(map(self.tokens.get, chain.from_iterable(toks), repeat(-1)), dtype=np.int64, count=total)
+        doc = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
+        end = np.repeat(np.cumsum(lengths), lengths)  # one past the text's last token
+        pos = np.arange(total, dtype=np.int64)
+        docs, cols = [], []
+        key = np.zeros(total, dtype=np.int64)
+        known = np.ones(total, dtype=bool)
+        for k in range(self.max_n):
+            n = k + 1
+            count = total - k
+            if count <= 0:
+                break
+            key = key[:count] * self.base + np.maximum(ids[k : k + count], 0)
+            known = known[:count] & (ids[k : k + count] >= 0)
+            if n < self.min_n or n not in self.keys:
+                continue
+            ok = known & (pos[:count] + n <= end[:count])
+            vocab_keys, vocab_cols = self.keys[n]
+            q = key[ok]
+            at = np.minimum(np.searchsorted(vocab_keys, q), len(vocab_keys) - 1)
+            hit = vocab_keys[at] == q
+            docs.append(doc[:count][ok][hit])
+            cols.append(vocab_cols[at[hit]])
+        if docs:
+            m = count_matrix(np.concatenate(docs), np.concatenate(cols), (n_docs, self.width))
+        else:
+            m = sp.csr_matrix((n_docs, self.width), dtype=np.float64)
+        m = weigh_counts(m, self.idf, sublinear=self.sublinear, normalise=self.normalise)
+        return m.astype(self.dtype, copy=False)

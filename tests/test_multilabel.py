@@ -19,7 +19,7 @@ from downsize.students import (
     make_student,
     minilm_available,
 )
-from downsize.students.multilabel.decode import StackedConfidence, decode, describe, row_f1
+from downsize.students.multilabel.decode import StackedConfidence, decode, describe, row_f1, set_lookup
 from downsize.tasks.multilabel import set_f1
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -88,8 +88,25 @@ def test_the_stacked_confidence_fits_fractional_targets_and_round_trips() -> Non
 def test_descriptors_are_finite_for_empty_and_full_sets() -> None:
     P = np.array([[0.99, 0.98], [0.01, 0.02], [0.5, 0.5]])
     M = np.array([[True, True], [False, False], [True, False]])
-    D = describe(P, M, {"0,1": 3}, np.array([5, 7]), 10)
+    D = describe(P, M, set_lookup({"0,1": 3}, 2), np.array([5, 7]), 10)
     assert np.isfinite(D).all() and D[0, -3] == pytest.approx(np.log1p(3))
+
+
+def test_set_lookup_counts_the_same_sets_as_their_string_keys() -> None:
+    """The packed-bytes keys find exactly the training sets (empty set, sets past 8 labels and
+    sets differing only in their last label included)."""
+    from downsize.students.multilabel.decode import packed_sets, set_key
+
+    rng = np.random.default_rng(1)
+    Y = rng.random((300, 19)) < 0.15
+    Y[:5] = False
+    Y[5, 18] = Y[6, 17] = True
+    counts: dict[str, int] = {}
+    for r in Y:
+        counts[set_key(np.flatnonzero(r))] = counts.get(set_key(np.flatnonzero(r)), 0) + 1
+    lookup = set_lookup(counts, 19)
+    M = np.vstack([Y[::3], rng.random((50, 19)) < 0.15])
+    assert [lookup.get(k, 0) for k in packed_sets(M)] == [counts.get(set_key(np.flatnonzero(r)), 0) for r in M]
 
 
 # -- the student on real debtags ------------------------------------------------------------------

@@ -17,7 +17,7 @@ from ...errors import CorruptArtifactError, NotFittedError, StudentError
 from .._threads import map_blocks
 from ..artifacts import read_manifest, write_artifact
 from ..base import _jsonable, check_param, check_texts, is_int, is_range
-from .decode import StackedConfidence, decode, describe, row_f1, set_key
+from .decode import StackedConfidence, decode, describe, row_f1, set_key, set_lookup
 from .features import FEATURES
 from .heads import apply_platt, fit_heads, fit_platt, out_of_fold, scores
 from .neighbours import Neighbours
@@ -217,6 +217,7 @@ class MultiLabelStudent(BaseEstimator):
         self.allow_empty_ = bool((Y.sum(1) == 0).any())
         self.label_counts_ = counts.astype(int)
         self.set_counts_ = dict(Counter(set_key(np.flatnonzero(r)) for r in Y))
+        self._sets = set_lookup(self.set_counts_, len(labels))
         self.n_train_ = len(texts)
         self.neighbours_ = Neighbours().fit(texts, Y)
         self.neighbours_.link(feats.word_terms())
@@ -231,7 +232,7 @@ class MultiLabelStudent(BaseEstimator):
         return self
 
     def _describe(self, P: np.ndarray, M: np.ndarray, found: Any) -> np.ndarray:
-        return np.hstack([describe(P, M, self.set_counts_, self.label_counts_, self.n_train_),
+        return np.hstack([describe(P, M, self._sets, self.label_counts_, self.n_train_),
                           self.neighbours_.describe(M, found)])
 
     # -- predict --------------------------------------------------------------------------
@@ -385,6 +386,7 @@ class MultiLabelStudent(BaseEstimator):
             state = json.loads(blobs[_STATE].decode("utf-8"))
             st.confidence_ = {k: StackedConfidence.from_json(state["confidence"][k]) for k in _LOSSES}
             st.set_counts_ = {str(k): int(v) for k, v in state["set_counts"].items()}
+            st._sets = set_lookup(st.set_counts_, len(manifest["classes"]))
             st.allow_empty_ = bool(state["allow_empty"])
             st.dropped_labels_ = list(state["dropped_labels"])
             st.oof_exact_, st.oof_f1_ = float(state["oof_exact"]), float(state["oof_f1"])

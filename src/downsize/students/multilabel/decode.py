@@ -22,13 +22,15 @@ set and its labels are, how it agrees with the answers of the most similar train
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 
 from .neighbours import NEIGHBOUR_DESCRIPTORS
 
-__all__ = ["DESCRIPTORS", "STACKED", "StackedConfidence", "decode", "describe", "row_f1", "set_key"]
+__all__ = ["DESCRIPTORS", "STACKED", "StackedConfidence", "decode", "describe", "packed_sets", "row_f1", "set_key",
+           "set_lookup"]
 
 DESCRIPTORS = (
     "log_p_set",
@@ -96,6 +98,21 @@ def set_key(labels_idx: Any) -> str:
     return ",".join(str(int(i)) for i in sorted(labels_idx))
 
 
+def packed_sets(M: np.ndarray) -> list[bytes]:
+    """Each row's set as bytes (its mask bit-packed), for C-level dict lookups of a whole batch."""
+    packed = np.ascontiguousarray(np.packbits(M, axis=1))
+    return packed.view(f"S{packed.shape[1]}").ravel().tolist()
+
+
+def set_lookup(set_counts: Mapping[str, int], n_labels: int) -> dict[bytes, int]:
+    """The training sets' counts (keyed by :func:`set_key`) keyed by :func:`packed_sets` instead."""
+    M = np.zeros((len(set_counts), n_labels), dtype=bool)
+    for i, key in enumerate(set_counts):
+        if key:
+            M[i, [int(x) for x in key.split(",")]] = True
+    return dict(zip(packed_sets(M), set_counts.values()))
+
+
 def row_f1(M: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """F1 of each row's decoded set against the reference set (1 for two empty sets)."""
     tp = (M & Y).sum(1)
@@ -104,18 +121,18 @@ def row_f1(M: np.ndarray, Y: np.ndarray) -> np.ndarray:
         return np.where(size == 0, 1.0, 2 * tp / np.maximum(size, 1))
 
 
-def describe(P: np.ndarray, M: np.ndarray, set_counts: Mapping[str, int], label_counts: np.ndarray,
+def describe(P: np.ndarray, M: np.ndarray, sets: Mapping[bytes, int], label_counts: np.ndarray,
              n_train: int) -> np.ndarray:
-    """The :data:`DESCRIPTORS` of each row's decoded set ``M`` given its probabilities ``P``."""
+    """The :data:`DESCRIPTORS` of each row's decoded set ``M`` given its probabilities ``P``
+    (``sets``: the training sets' counts, :func:`set_lookup`)."""
     Pc = np.clip(P, _EPS, 1 - _EPS)
     log_p_set = np.where(M, np.log(Pc), np.log1p(-Pc)).sum(1)
     lg = _logit(P)
     k = M.sum(1)
     min_in = np.where(k > 0, np.where(M, lg, np.inf).min(1), _LOGIT_CAP)
     max_out = np.where(k < P.shape[1], np.where(M, -np.inf, lg).max(1), -_LOGIT_CAP)
-    rows = [np.flatnonzero(m) for m in M]
-    seen = np.array([set_counts.get(set_key(r), 0) for r in rows], dtype=float)
-    rarest = np.array([label_counts[r].min() if len(r) else n_train for r in rows], dtype=float)
+    seen = np.fromiter(map(sets.get, packed_sets(M), repeat(0)), dtype=float, count=len(M))
+    rarest = np.where(k > 0, np.where(M, label_counts, np.inf).min(1), n_train)
     return np.column_stack([
         np.maximum(log_p_set, -50.0),
         min_in,

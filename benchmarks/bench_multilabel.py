@@ -114,13 +114,38 @@ def make(model: str, params: dict):
     return MultiLabelStudent(features=model, **params)
 
 
-def speed(model, texts: list[str], loss: str) -> dict:
-    model.predict_with_confidence(texts[:200], loss=loss)  # warm (lazy loads, caches)
-    w, c = time.perf_counter(), time.process_time()
-    model.predict_with_confidence(texts, loss=loss)
-    w, c = time.perf_counter() - w, time.process_time() - c
-    return {"rows": len(texts), "rows_per_s_wall": len(texts) / w, "rows_per_cpu_s": len(texts) / c,
-            "load_avg": os.getloadavg()[0]}
+def speed(model, texts: list[str], loss: str, repeats: int = 3) -> dict:
+    """The first batch call after a 200-text warm-up (lazy loads), and the best of ``repeats``
+    more (what a server or a chunked batch job sees once running)."""
+    model.predict_with_confidence(texts[:200], loss=loss)
+    runs = []
+    for _ in range(1 + repeats):
+        w, c = time.perf_counter(), time.process_time()
+        model.predict_with_confidence(texts, loss=loss)
+        runs.append((time.perf_counter() - w, time.process_time() - c))
+    best = min(runs[1:] or runs)
+    return {"rows": len(texts), "rows_per_s_wall": len(texts) / best[0], "rows_per_cpu_s": len(texts) / best[1],
+            "first_rows_per_s_wall": len(texts) / runs[0][0], "load_avg": os.getloadavg()[0]}
+
+
+def speed_table(m, plain, texts: list[str]) -> dict:
+    """Side by side: the plain baseline, downsize in one thread, downsize on every core."""
+    from downsize.students import _threads
+
+    out = {"plain": {loss: speed(plain, texts, loss) for loss in ("exact", "f1")}}
+    cores = _threads.cores
+    _threads.cores = lambda: 1
+    try:
+        out["downsize_one_thread"] = {loss: speed(m, texts, loss) for loss in ("exact", "f1")}
+    finally:
+        _threads.cores = cores
+    out["downsize"] = {loss: speed(m, texts, loss) for loss in ("exact", "f1")}
+    out["cores"] = cores()
+    for name in ("plain", "downsize_one_thread", "downsize"):
+        print(f"{name:>20}: " + "; ".join(
+            f"{loss} {r['rows_per_s_wall']:,.0f} rows/s steady (first call {r['first_rows_per_s_wall']:,.0f}), "
+            f"{r['rows_per_cpu_s']:,.0f} rows/CPU-s" for loss, r in out[name].items()))
+    return out
 
 
 def main() -> None:
@@ -132,8 +157,9 @@ def main() -> None:
     ap.add_argument("--params", type=json.loads, default={},
                     help='MultiLabelStudent parameters as JSON, e.g. \'{"word_ngrams": [1, 1]}\'')
     ap.add_argument("--speed", action="store_true",
-                    help="only time batch prediction of the tfidf student (fitted with calibration_cv=2, which "
-                         "changes its confidence model, not its cost) into multilabel-speed.json")
+                    help="only time batch prediction (the plain baseline; the tfidf student, fitted with "
+                         "calibration_cv=2, which changes its confidence model, not its cost, in one thread "
+                         "and on every core) into multilabel-speed.json")
     args = ap.parse_args()
 
     train, test = load("train"), load("test")
@@ -148,9 +174,9 @@ def main() -> None:
     if args.speed:
         t0 = time.perf_counter()
         m = MultiLabelStudent(features="tfidf", calibration_cv=2).fit(X_fit, Y_fit)
-        res = {"fit_seconds": time.perf_counter() - t0, "n_fit": n_fit,
-               **{loss: speed(m, X_pool, loss) for loss in ("exact", "f1")}}
-        print(json.dumps(res, indent=2))
+        fit_s = time.perf_counter() - t0
+        plain = PlainOvR().fit(X_fit, Y_fit)
+        res = {"fit_seconds": fit_s, "n_fit": n_fit, **speed_table(m, plain, X_pool)}
         (RESULTS / "multilabel-speed.json").write_text(json.dumps(res, indent=2) + "\n")
         return
     out: dict = {"dataset": "debtags", "n_fit": n_fit, "n_cal": n_cal, "n_pool": len(pool), "delta": DELTA,

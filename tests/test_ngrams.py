@@ -25,7 +25,9 @@ def texts() -> list[str]:
 
 
 PROBES = ["", "a", "!!!", "the the the the", "Über café ÉCOLE naïve straße İstanbul ΟΔΥΣΣΕΥΣ",
-          "x_y __init__ 3d 2026 ½ ² ٣٤ 数据库 管理", "tabs\tand\nnew  lines", "unseen-words-only qwxz"]
+          "x_y __init__ 3d 2026 ½ ² ٣٤ 数据库 管理", "tabs\tand\nnew  lines", "unseen-words-only qwxz",
+          "   \t\n ", "x\u2003\u2003y \u00a0lead trail\u3000", "\ud800 lone surrogate", "😀 emoji  x",
+          "a\x00b \x1c\x1d\x1e\x1f separators", "e\u0301 combining"]
 
 
 @pytest.mark.parametrize("params", [
@@ -48,6 +50,24 @@ def test_word_transform_equals_scikit_learns(texts, params) -> None:
     np.testing.assert_array_equal(ours.indptr, ref.indptr)
     np.testing.assert_array_equal(ours.indices, ref.indices)
     np.testing.assert_allclose(ours.data, ref.data, rtol=1e-6 if params.get("dtype") else 1e-12)
+
+
+@pytest.mark.parametrize("max_chars", [300, None, 3])
+def test_char_ngrams_prepare_texts_as_the_regex_does(texts, max_chars) -> None:
+    """The batch-wide numpy preparation equals ``" " + re.sub(r"\\s+", " ", t).strip() + " "``
+    on each (cut, lower-cased) text, blank and unusual whitespace included."""
+    import re
+
+    from downsize.students.charngrams import CharNgramTfidf
+
+    probe = texts[:200] + PROBES + [" ", "a", " a "]
+    codes, doc = CharNgramTfidf(max_chars=max_chars)._codes(probe)
+    lengths = np.bincount(doc, minlength=len(probe))
+    got = np.split(codes.astype(np.uint32), np.cumsum(lengths)[:-1])
+    for t, g in zip(probe, got):
+        t = t if max_chars is None else t[:max_chars]
+        assert g.tobytes().decode("utf-32-le", "surrogatepass") == " " + re.sub(r"\s+", " ", t.lower()).strip() + " "
+    assert CharNgramTfidf()._codes([])[0].size == 0
 
 
 @pytest.mark.parametrize("params", [

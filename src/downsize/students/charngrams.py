@@ -20,18 +20,16 @@ each text are used. State is two arrays (vocabulary hashes, idf), saved as ``.np
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from .wordngrams import count_matrix, weigh_counts
+from .wordngrams import code_point_table, count_matrix, weigh_counts
 
 __all__ = ["CharNgramTfidf"]
 
-_WS = re.compile(r"\s+")
 _P = np.uint64(0x100000001B3)  # FNV-style odd multiplier
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -66,37 +64,56 @@ class CharNgramTfidf:
         self._lookup: tuple[np.ndarray, np.ndarray, int] | None = None
 
     # -- hashing ---------------------------------------------------------------------------
-    def _hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(text index, hash) of every n-gram occurrence, in text order."""
+    def _codes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Code points (uint64) of the texts one after another, each cut to ``max_chars``,
+        lower-cased, runs of whitespace made one space, a space at each end (as
+        ``" " + re.sub(r"\\s+", " ", t).strip() + " "``), and the text index of each.
+
+        In numpy over the whole batch rather than a regex per text: the texts are joined as
+        ``" t₁  t₂ … "`` (each between its own two spaces), and a whitespace character right
+        after one of its own text is dropped; a text of nothing but whitespace keeps two spaces."""
         n = self.max_chars
-        prepared = [
-            " " + _WS.sub(" ", (t if n is None else t[:n]).lower()).strip() + " " for t in texts
-        ]
-        lengths = np.fromiter((len(t) for t in prepared), dtype=np.int64, count=len(prepared))
-        codes = np.frombuffer("".join(prepared).encode("utf-32-le"), dtype=np.uint32).astype(
-            np.uint64
-        )
+        low = [(t if n is None else t[:n]).lower() for t in texts]
+        seg = np.fromiter(map(len, low), dtype=np.int64, count=len(low)) + 2
+        joined = " " + "  ".join(low) + " " if low else ""
+        codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+        text = np.repeat(np.arange(len(low), dtype=np.int64), seg)
+        space = code_point_table(r"\s")[codes]
+        keep = np.ones(len(codes), dtype=bool)
+        keep[1:] = ~(space[1:] & space[:-1] & (text[1:] == text[:-1]))
+        blank = np.flatnonzero(np.bincount(text[keep], minlength=len(low)) == 1)
+        keep[(np.cumsum(seg) - seg)[blank] + 1] = True
+        codes[space] = 32
+        return codes[keep], text[keep]
+
+    def _grid(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(doc, H, valid)``: the text index of every character position, and ``H[w, i]``, the
+        hash of the n-gram of the ``w``-th size (from the smallest) starting there, which is an
+        n-gram of the text where ``valid[w, i]`` (it does not run past the text's end). One
+        grid, not a compacted array per size: the lookup and the counting mask it at the end."""
+        codes, doc = self._codes(texts)
         total = len(codes)
-        doc = np.repeat(np.arange(len(prepared), dtype=np.int64), lengths)
-        end = np.repeat(np.cumsum(lengths), lengths)  # one past the last position of the text
-        pos = np.arange(total, dtype=np.int64)
+        lengths = np.bincount(doc, minlength=len(texts))
+        # characters from each position to the end of its text
+        left = np.repeat(np.cumsum(lengths), lengths) - np.arange(total, dtype=np.int64)
         lo, hi = self.ngram_range
-        docs, hashes = [], []
+        H = np.zeros((hi - lo + 1, total), dtype=np.uint64)
+        valid = np.zeros(H.shape, dtype=bool)
         h = np.zeros(total, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            for k in range(hi):
+            for k in range(min(hi, total)):
                 width = k + 1
                 count = total - k
-                if count <= 0:
-                    break
                 h = h[:count] * _P + codes[k : k + count]
                 if width >= lo:
-                    ok = pos[:count] + width <= end[:count]
-                    hashes.append(_mix(h[ok] ^ np.uint64(width)))
-                    docs.append(doc[:count][ok])
-        if not hashes:
-            return np.empty(0, np.int64), np.empty(0, np.uint64)
-        return np.concatenate(docs), np.concatenate(hashes)
+                    H[width - lo, :count] = _mix(h ^ np.uint64(width))
+                    np.greater_equal(left[:count], width, out=valid[width - lo, :count])
+        return doc, H, valid
+
+    def _hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(text index, hash) of every n-gram occurrence."""
+        doc, H, valid = self._grid(texts)
+        return np.broadcast_to(doc, H.shape)[valid], H[valid]
 
     # -- fit / transform --------------------------------------------------------------------
     def fit(self, texts: Sequence[str]) -> CharNgramTfidf:
@@ -171,10 +188,10 @@ class CharNgramTfidf:
         if self.vocabulary_ is None or self.idf_ is None:
             raise ValueError("CharNgramTfidf is not fitted")
         n_docs, width = len(texts), len(self.vocabulary_)
-        docs, hashes = self._hashes(texts)
-        col = self._columns(hashes)
-        hit = col >= 0
-        return weigh_counts(count_matrix(docs[hit], col[hit], (n_docs, width)), self.idf_)
+        doc, H, valid = self._grid(texts)
+        col = self._columns(H.ravel()).reshape(H.shape)
+        col[~valid] = -1
+        return weigh_counts(count_matrix(doc, col, (n_docs, width)), self.idf_)
 
     def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         return self.fit(texts).transform(texts)

@@ -2,10 +2,10 @@
 
 scikit-learn's ``TfidfVectorizer(analyzer="char"|"char_wb")`` builds every n-gram as a
 Python string and looks it up in a dict: on 300-character newswire openings that is
-~0.3 ms per text, more than everything else the student does. Here each text becomes
-an array of code points (UTF-32), all texts of a batch are concatenated, and the n-grams
-of every size are hashed at once with a 64-bit polynomial hash (masking n-grams that
-would cross from one text into the next); hashes are matched against the sorted
+~0.3 ms per text, more than everything else the student does. Here all texts of a batch
+become one array of code points (UTF-32), prepared in numpy (:meth:`CharNgramTfidf._codes`),
+and the n-grams of every size are hashed at once with a 64-bit polynomial hash (masking
+n-grams that would cross from one text into the next); hashes are matched against the sorted
 vocabulary learnt in ``fit`` through an open-addressing hash table. With 64-bit hashes the chance that
 two of the ~10⁵ kept n-grams collide is ~10⁻⁹, so the features are those of an exact
 vocabulary.

@@ -90,7 +90,7 @@ def code_point_table(char_class: str) -> np.ndarray:
     pattern, read off ``re`` itself once per process, so numpy finds exactly what ``re`` would."""
     table = _tables.get(char_class)
     if table is None:
-        every = "".join(map(chr, range(0x110000)))
+        every = np.arange(0x110000, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
         table = np.zeros(0x110000, dtype=bool)
         for m in re.finditer(char_class + "+", every):
             table[m.start() : m.end()] = True

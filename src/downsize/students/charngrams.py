@@ -26,22 +26,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .wordngrams import code_point_table, count_matrix, weigh_counts
+from .wordngrams import code_point_table, count_matrix, mix64, weigh_counts
 
 __all__ = ["CharNgramTfidf"]
 
 _P = np.uint64(0x100000001B3)  # FNV-style odd multiplier
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads the polynomial hash over all 64 bits."""
-    h = h ^ (h >> np.uint64(30))
-    h = h * _M1
-    h = h ^ (h >> np.uint64(27))
-    h = h * _M2
-    return h ^ (h >> np.uint64(31))
 
 
 class CharNgramTfidf:
@@ -106,7 +95,7 @@ class CharNgramTfidf:
                 count = total - k
                 h = h[:count] * _P + codes[k : k + count]
                 if width >= lo:
-                    H[width - lo, :count] = _mix(h ^ np.uint64(width))
+                    H[width - lo, :count] = mix64(h ^ np.uint64(width))
                     np.greater_equal(left[:count], width, out=valid[width - lo, :count])
         return doc, H, valid
 

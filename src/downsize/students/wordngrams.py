@@ -18,6 +18,9 @@ Counts, ``(1 + log tf)·idf`` and the L2 norm are numpy (:func:`weigh_counts`).
 Only the configuration downsize fits is accelerated (word analyzer, default token pattern,
 no stop words, accents or custom callables, ``T^n < 2^62``); :meth:`WordNgramTransform.supports`
 says when, and any other vectoriser keeps its own ``transform``.
+
+The module also holds the kernels both n-gram featurisers share (:mod:`.charngrams` imports
+them): :func:`count_matrix`, :func:`weigh_counts`, :func:`mix64` and :func:`code_point_table`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["WordNgramTransform", "code_point_table", "count_matrix", "weigh_counts"]
+__all__ = ["WordNgramTransform", "code_point_table", "count_matrix", "mix64", "weigh_counts"]
 
 _DEFAULT_PATTERN = r"(?u)\b\w\w+\b"
 
@@ -80,6 +83,19 @@ def weigh_counts(m: sp.csr_matrix, idf: np.ndarray | None, *, sublinear: bool = 
     return m
 
 
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def mix64(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads the polynomial hash over all 64 bits."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * _M1
+    h = h ^ (h >> np.uint64(27))
+    h = h * _M2
+    return h ^ (h >> np.uint64(31))
+
+
 _B = 0x100000001B3  # odd, so invertible modulo 2^64
 _B_INV = pow(_B, -1, 2**64)
 _tables: dict[str, np.ndarray] = {}
@@ -106,8 +122,6 @@ def _tokens(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     found with numpy. A run's hash is the polynomial ``Σ c_i·B^(e−1−i)`` modulo 2^64, read
     off one prefix sum as ``(S_e − S_s)·B^(e−1)`` with ``S_j = Σ_{i<j} c_i·B^(−i)`` (``B`` is
     odd, so ``B^(−1)`` exists modulo 2^64), then mixed with the length (splitmix64)."""
-    from .charngrams import _mix
-
     codes = np.frombuffer(" ".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     word = code_point_table(r"\w")[codes]
     edges = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
@@ -129,7 +143,7 @@ def _tokens(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         pw[0] = 1
         np.cumprod(pw, out=pw)
         h = (prefix[ends] - prefix[starts]) * pw[last]
-        h = _mix(h ^ (ends - starts).astype(np.uint64))
+        h = mix64(h ^ (ends - starts).astype(np.uint64))
     return doc, h
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .wordngrams import code_point_table, count_matrix, mix64, weigh_counts
+from .wordngrams import code_point_table, count_matrix, items_left, mix64, weigh_counts
 
 __all__ = ["CharNgramTfidf"]
 
@@ -82,9 +82,7 @@ class CharNgramTfidf:
         grid, not a compacted array per size: the lookup and the counting mask it at the end."""
         codes, doc = self._codes(texts)
         total = len(codes)
-        lengths = np.bincount(doc, minlength=len(texts))
-        # characters from each position to the end of its text
-        left = np.repeat(np.cumsum(lengths), lengths) - np.arange(total, dtype=np.int64)
+        left = items_left(doc, len(texts))
         lo, hi = self.ngram_range
         H = np.zeros((hi - lo + 1, total), dtype=np.uint64)
         valid = np.zeros(H.shape, dtype=bool)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["WordNgramTransform", "code_point_table", "count_matrix", "mix64", "weigh_counts"]
+__all__ = ["WordNgramTransform", "code_point_table", "count_matrix", "items_left", "mix64", "weigh_counts"]
 
 _DEFAULT_PATTERN = r"(?u)\b\w\w+\b"
 
@@ -42,8 +42,8 @@ def count_matrix(docs: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> 
     negative column is no occurrence. ``docs`` broadcasts against ``cols`` (a row of text
     indices against a grid of columns, one row per n-gram size).
 
-    One sort of the flattened ``doc·width + column`` keys (uint32 when they fit: a batch cut
-    into blocks of rows always does; absent ones get a key past every real one), then the runs
+    One sort of the flattened ``doc·width + column`` keys (uint32 when they fit, as a block of
+    ~768 rows of a vocabulary under 5 million columns does; absent ones get a key past every real one), then the runs
     of equal keys are the counts and a binary search of each row's first key gives ``indptr``.
     On debtags' character n-grams that is 3–4x faster than ``coo_matrix(...).tocsr()``, which
     sorts row by row to add up the repeats."""
@@ -94,6 +94,22 @@ def mix64(h: np.ndarray) -> np.ndarray:
     h = h ^ (h >> np.uint64(27))
     h = h * _M2
     return h ^ (h >> np.uint64(31))
+
+
+def items_left(doc: np.ndarray, n_docs: int) -> np.ndarray:
+    """For each item of texts laid one after another (``doc``: its text's index, in order),
+    how many items from it to its text's end, itself included: an n-gram starting there stays
+    inside the text iff ``n ≤`` that."""
+    lengths = np.bincount(doc, minlength=n_docs)
+    return np.repeat(np.cumsum(lengths), lengths) - np.arange(len(doc), dtype=np.int64)
+
+
+def _find(sorted_keys: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(found, at)``: whether each of ``q`` is in ``sorted_keys``, and where."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(q), dtype=bool), np.zeros(len(q), dtype=np.int64)
+    at = np.minimum(np.searchsorted(sorted_keys, q), len(sorted_keys) - 1)
+    return sorted_keys[at] == q, at
 
 
 _B = 0x100000001B3  # odd, so invertible modulo 2^64
@@ -156,24 +172,23 @@ class WordNgramTransform:
         if not self.supports(v):
             raise ValueError("WordNgramTransform reproduces only a fitted word TfidfVectorizer with the default "
                              "token pattern and no stop words, accents, binary tf or custom callables")
-        self.vectorizer = v
         self.lowercase = bool(v.lowercase)
         self.min_n, self.max_n = v.ngram_range
         self.width = len(v.vocabulary_)
         self.idf = np.asarray(v.idf_, dtype=np.float64) if v.use_idf else None
         self.sublinear, self.normalise, self.dtype = bool(v.sublinear_tf), v.norm == "l2", v.dtype
         split = {col: term.split(" ") for term, col in v.vocabulary_.items()}
-        self.tokens: dict[str, int] = {}
+        tokens: dict[str, int] = {}
         for parts in split.values():
             if not self.min_n <= len(parts) <= self.max_n:
                 raise ValueError(f"vocabulary term {' '.join(parts)!r} is not a {v.ngram_range} n-gram")
             for tok in parts:
-                self.tokens.setdefault(tok, len(self.tokens))
-        self.base = max(len(self.tokens), 1)
-        _, hashes = _tokens(list(self.tokens))
+                tokens.setdefault(tok, len(tokens))
+        self.base = max(len(tokens), 1)
+        _, hashes = _tokens(list(tokens))
         order = np.argsort(hashes)
         self._hashes, self._ids = hashes[order], order.astype(np.int64)
-        if len(hashes) != len(self.tokens) or np.any(self._hashes[1:] == self._hashes[:-1]):
+        if len(hashes) != len(tokens) or np.any(self._hashes[1:] == self._hashes[:-1]):
             raise ValueError("the vocabulary's tokens do not re-tokenise one by one into distinct hashes")
         if float(self.base) ** self.max_n >= 2.0**62:
             raise ValueError(f"{self.base} tokens to the power {self.max_n} overflow a 64-bit n-gram key")
@@ -181,7 +196,7 @@ class WordNgramTransform:
         for col, parts in split.items():
             key = 0
             for tok in parts:
-                key = key * self.base + self.tokens[tok]
+                key = key * self.base + tokens[tok]
             keys, cols = by_n.setdefault(len(parts), ([], []))
             keys.append(key)
             cols.append(col)
@@ -216,13 +231,9 @@ class WordNgramTransform:
         doc, hashes = _tokens([x.lower() for x in X] if self.lowercase else X)
         total = len(hashes)
         ids = np.full(total, -1, dtype=np.int64)
-        if len(self._hashes):
-            at = np.minimum(np.searchsorted(self._hashes, hashes), len(self._hashes) - 1)
-            found = self._hashes[at] == hashes
-            ids[found] = self._ids[at[found]]
-        lengths = np.bincount(doc, minlength=n_docs)
-        end = np.repeat(np.cumsum(lengths), lengths)  # one past the text's last token
-        pos = np.arange(total, dtype=np.int64)
+        found, at = _find(self._hashes, hashes)
+        ids[found] = self._ids[at[found]]
+        left = items_left(doc, n_docs)
         docs, cols = [], []
         key = np.zeros(total, dtype=np.int64)
         known = np.ones(total, dtype=bool)
@@ -235,11 +246,9 @@ class WordNgramTransform:
             known = known[:count] & (ids[k : k + count] >= 0)
             if n < self.min_n or n not in self.keys:
                 continue
-            ok = known & (pos[:count] + n <= end[:count])
+            ok = known & (left[:count] >= n)
             vocab_keys, vocab_cols = self.keys[n]
-            q = key[ok]
-            at = np.minimum(np.searchsorted(vocab_keys, q), len(vocab_keys) - 1)
-            hit = vocab_keys[at] == q
+            hit, at = _find(vocab_keys, key[ok])
             docs.append(doc[:count][ok][hit])
             cols.append(vocab_cols[at[hit]])
         if docs:
